@@ -1,0 +1,104 @@
+"""Builds the python-telegram-bot Application and owns its services' lifecycle."""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import BotCommand, Update
+from telegram.constants import ParseMode
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    Defaults,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+from telegram.request import BaseRequest
+
+from bot.context import BOT_DATA_KEY, Services
+from handlers import guards, pledge, router, start, topic
+
+logger = logging.getLogger(__name__)
+
+# Commands shown in Telegram's menu, in this order; descriptions come from a template.
+MENU_COMMANDS = ("start", "topic", "pledge", "mypledge", "help", "language", "cancel")
+
+
+def build_application(
+    svc: Services, request: BaseRequest | None = None, updates_request: BaseRequest | None = None
+) -> Application:
+    """The Application, wired with every handler; `request` is the network seam in tests."""
+    token = svc.settings.telegram_bot_token
+    if token is None:
+        raise ValueError("TELEGRAM_BOT_TOKEN is not set")
+    builder = (
+        ApplicationBuilder()
+        .token(token.get_secret_value())
+        .base_url(svc.settings.bot_api_url)
+        .base_file_url(svc.settings.bot_file_url)
+        .defaults(Defaults(parse_mode=ParseMode.HTML, tzinfo=svc.clock.tz))
+        .rate_limiter(AIORateLimiter(max_retries=2))
+        .post_init(_post_init)
+        .post_shutdown(_post_shutdown)
+    )
+    if request is not None:
+        builder = builder.request(request)
+    if updates_request is not None:
+        builder = builder.get_updates_request(updates_request)
+    application = builder.build()
+    application.bot_data[BOT_DATA_KEY] = svc
+    add_handlers(application)
+    return application
+
+
+def add_handlers(application: Application) -> None:
+    private = filters.ChatType.PRIVATE
+    application.add_handler(TypeHandler(Update, guards.drop_repeated_update), group=-2)
+    application.add_handler(TypeHandler(Update, guards.private_only), group=-1)
+    application.add_handlers(
+        [
+            CommandHandler("start", start.start, filters=private),
+            CommandHandler("help", start.help_command, filters=private),
+            CommandHandler("cancel", start.cancel, filters=private),
+            CommandHandler("language", start.language, filters=private),
+            CommandHandler("topic", topic.topic, filters=private),
+            CommandHandler("pledge", pledge.pledge, filters=private),
+            CommandHandler("mypledge", pledge.my_pledge, filters=private),
+            CallbackQueryHandler(start.consent, pattern=r"^cs:"),
+            CallbackQueryHandler(start.language_chosen, pattern=r"^lang:"),
+            CallbackQueryHandler(topic.lesson_page, pattern=r"^tp:"),
+            CallbackQueryHandler(pledge.pledge, pattern=r"^pl:open$"),
+            CallbackQueryHandler(pledge.wizard_button, pattern=r"^pl:"),
+            CallbackQueryHandler(guards.unknown_button),
+            MessageHandler(private & filters.CONTACT, start.contact),
+            MessageHandler(private & filters.COMMAND, start.help_command),
+            MessageHandler(private & filters.TEXT, router.text),
+            MessageHandler(private & ~filters.StatusUpdate.ALL, router.not_text),
+        ]
+    )
+    application.add_error_handler(guards.on_error)
+
+
+def menu_commands(svc: Services, locale: str) -> list[BotCommand]:
+    """The command menu with descriptions from the `commands` template (`name: text` lines)."""
+    text = svc.renderer.render("commands", locale).text
+    described = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return [BotCommand(name, described[name].strip()) for name in MENU_COMMANDS]
+
+
+async def _post_init(application: Application) -> None:
+    """Register the command menu: Vietnamese for everyone, English for English phones."""
+    svc: Services = application.bot_data[BOT_DATA_KEY]
+    await application.bot.set_my_commands(menu_commands(svc, svc.settings.locale))
+    other = "en" if svc.settings.locale == "vi" else "vi"
+    await application.bot.set_my_commands(menu_commands(svc, other), language_code=other)
+
+
+async def _post_shutdown(application: Application) -> None:
+    svc: Services = application.bot_data[BOT_DATA_KEY]
+    if svc.owns_db:
+        await svc.db.dispose()

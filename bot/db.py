@@ -1,0 +1,103 @@
+"""Engines and sessions: SQLite (WAL, busy timeout, BEGIN IMMEDIATE) or PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def _setup_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
+    """WAL lets readers run beside the writer; IMMEDIATE takes the write lock up front.
+
+    A deferred transaction that reads and then writes can fail with "database is locked"
+    when another writer got in between; taking the lock at BEGIN makes it wait instead
+    (up to the busy timeout). Read-only sessions use a deferred engine so reads never queue.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def make_engine(url: str, *, immediate: bool = True, echo: bool = False) -> AsyncEngine:
+    if is_sqlite(url):
+        engine = create_async_engine(
+            url, echo=echo, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000}
+        )
+        _setup_sqlite(engine, immediate=immediate)
+        return engine
+    return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+class Database:
+    """Owns the engines; `session()` for work that writes, `reader()` for pure reads."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.sqlite = is_sqlite(url)
+        self.engine = make_engine(url, immediate=True, echo=echo)
+        # PostgreSQL needs no second engine: its readers never block on writers.
+        self.read_engine = (
+            make_engine(url, immediate=False, echo=echo) if self.sqlite else self.engine
+        )
+        self._sessions = async_sessionmaker(
+            self.engine, class_=AsyncSession, expire_on_commit=False
+        )
+        self._readers = async_sessionmaker(
+            self.read_engine, class_=AsyncSession, expire_on_commit=False
+        )
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session for a unit of work; the service it is handed to commits."""
+        async with self._sessions() as session:
+            yield session
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[AsyncSession]:
+        async with self._readers() as session:
+            yield session
+
+    async def create_all(self) -> None:
+        """Build the schema from the models (tests and throwaway demos; real installs migrate)."""
+        from sqlmodel import SQLModel
+
+        from bot import models  # noqa: F401  (registers the tables)
+
+        async with self.engine.begin() as conn:
+            await conn.run_sync(SQLModel.metadata.create_all)
+
+    async def drop_all(self) -> None:
+        from sqlmodel import SQLModel
+
+        from bot import models  # noqa: F401
+
+        async with self.engine.begin() as conn:
+            await conn.run_sync(SQLModel.metadata.drop_all)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()

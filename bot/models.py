@@ -1,0 +1,215 @@
+"""The tables. Times are stored in UTC; local dates are computed through the Clock."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def _utc_column(nullable: bool = True) -> Any:
+    return Field(default=None, sa_type=DateTime(timezone=True), nullable=nullable)
+
+
+class UnitLevel(StrEnum):
+    """The levels of the union tree, top to bottom."""
+
+    confederation = "confederation"  # Tổng LĐLĐ Việt Nam
+    province = "province"  # LĐLĐ tỉnh/thành phố
+    district = "district"  # LĐLĐ quận/huyện, công đoàn ngành
+    grassroots = "grassroots"  # công đoàn cơ sở (CĐCS)
+    team = "team"  # tổ công đoàn
+
+
+class Role(StrEnum):
+    member = "member"
+    officer = "officer"
+    leader = "leader"
+
+
+class OwedBy(StrEnum):
+    member = "member"
+    unit = "unit"
+
+
+class PledgeStatus(StrEnum):
+    draft = "draft"
+    submitted = "submitted"
+
+
+class Unit(SQLModel, table=True):
+    """A node of the union tree; `path` ("/1/4/9/") makes a subtree one indexed prefix query."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(unique=True, index=True, max_length=64)
+    name: str = Field(max_length=255)
+    level: UnitLevel = Field(max_length=32)
+    parent_id: int | None = Field(default=None, foreign_key="unit.id", index=True)
+    path: str = Field(default="", index=True, max_length=1024)
+    depth: int = 0
+
+
+class Member(SQLModel, table=True):
+    """A union member (đoàn viên); names are NFC, `name_key` is the diacritic-free search key."""
+
+    __table_args__ = (Index("ix_member_unit_active", "unit_id", "active"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    unit_id: int = Field(foreign_key="unit.id")
+    full_name: str = Field(max_length=120)
+    name_key: str = Field(default="", index=True, max_length=120)
+    phone: str | None = Field(default=None, unique=True, max_length=20)
+    member_code: str | None = Field(default=None, max_length=64)
+    position: str | None = Field(default=None, max_length=120)
+    active: bool = True
+    created_at: datetime | None = _utc_column()
+
+
+class ChatIdentity(SQLModel, table=True):
+    """One account on one channel (Telegram now, Zalo later), linked to a member once joined."""
+
+    __table_args__ = (UniqueConstraint("channel", "external_user_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(default="telegram", max_length=16)
+    external_user_id: str = Field(max_length=64)
+    chat_id: str = Field(max_length=64)
+    member_id: int | None = Field(default=None, foreign_key="member.id", index=True)
+    locale: str | None = Field(default=None, max_length=8)
+    consent_at: datetime | None = _utc_column()
+    blocked_at: datetime | None = _utc_column()
+    created_at: datetime | None = _utc_column()
+
+
+class ChatState(SQLModel, table=True):
+    """Where a chat is in a multi-step flow; a row, so a restart or another process continues.
+
+    `version` grows with every step; buttons carry it, so a stale or forged button is seen.
+    """
+
+    identity_id: int = Field(foreign_key="chatidentity.id", primary_key=True)
+    flow: str = Field(max_length=32)
+    step: int = 0
+    version: int = 0
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    updated_at: datetime | None = _utc_column()
+
+
+class Invite(SQLModel, table=True):
+    """An unguessable code that brings a person into a unit with a role."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(unique=True, index=True, max_length=64)
+    unit_id: int = Field(foreign_key="unit.id")
+    role: Role = Field(default=Role.member, max_length=16)
+    member_id: int | None = Field(default=None, foreign_key="member.id")
+    max_uses: int | None = None
+    uses: int = 0
+    expires_at: datetime | None = _utc_column()
+    revoked_at: datetime | None = _utc_column()
+    created_at: datetime | None = _utc_column()
+
+
+class RoleGrant(SQLModel, table=True):
+    """An officer or leader role held at a unit, reaching its whole subtree."""
+
+    __table_args__ = (Index("ix_rolegrant_member_active", "member_id", "revoked_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id")
+    unit_id: int = Field(foreign_key="unit.id", index=True)
+    role: Role = Field(max_length=16)
+    granted_at: datetime | None = _utc_column()
+    revoked_at: datetime | None = _utc_column()
+
+
+class Campaign(SQLModel, table=True):
+    """A shipped campaign put in force at a unit; it reaches the subtree unless overridden."""
+
+    __table_args__ = (UniqueConstraint("unit_id", "catalog_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    catalog_id: str = Field(max_length=64)
+    unit_id: int = Field(foreign_key="unit.id", index=True)
+    year: int
+    issuer: str = Field(max_length=255)
+    document: str = Field(max_length=255)
+    topic: str
+    topic_en: str
+    term_topic: str
+    term_topic_en: str
+    pledge_sections: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    applied_at: datetime | None = _utc_column()
+
+
+class Deadline(SQLModel, table=True):
+    """A named deadline: a local date, inclusive or not, owed by each member or by the unit."""
+
+    __table_args__ = (UniqueConstraint("campaign_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    name: str = Field(max_length=64)
+    title_vi: str = Field(max_length=255)
+    title_en: str = Field(max_length=255)
+    due_date: date
+    inclusive: bool
+    owed_by: OwedBy = Field(max_length=16)
+    source_text: str = Field(default="", max_length=500)
+    set_by_unit: bool = False
+
+
+class Lesson(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("campaign_id", "position"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    position: int
+    key: str = Field(max_length=64)
+    title_vi: str
+    title_en: str
+    body_vi: str
+    body_en: str
+
+
+class Pledge(SQLModel, table=True):
+    """A member's pledge for one campaign: the working draft plus the submitted versions."""
+
+    __table_args__ = (UniqueConstraint("member_id", "campaign_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id", index=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    status: PledgeStatus = Field(default=PledgeStatus.draft, max_length=16)
+    draft: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
+    current_version: int = 0
+    first_submitted_at: datetime | None = _utc_column()
+    late: bool = False
+    updated_at: datetime | None = _utc_column()
+
+
+class PledgeVersion(SQLModel, table=True):
+    """Every submission is kept; the highest version is the pledge in force."""
+
+    __table_args__ = (UniqueConstraint("pledge_id", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    pledge_id: int = Field(foreign_key="pledge.id", index=True)
+    version: int
+    sections: dict[str, str] = Field(default_factory=dict, sa_type=JSON)
+    submitted_at: datetime | None = _utc_column()
+    late: bool = False
+    entered_by_member_id: int | None = Field(default=None, foreign_key="member.id")
+
+
+class ProcessedUpdate(SQLModel, table=True):
+    """Update ids already handled, so Telegram's retries have one effect."""
+
+    channel: str = Field(default="telegram", primary_key=True, max_length=16)
+    update_id: int = Field(
+        sa_type=BigInteger, primary_key=True, sa_column_kwargs={"autoincrement": False}
+    )
+    processed_at: datetime | None = _utc_column()

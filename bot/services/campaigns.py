@@ -1,0 +1,207 @@
+"""Campaigns in force: applying a shipped campaign to a unit and finding a member's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlmodel import col, delete, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.models import Campaign, Deadline, Lesson, OwedBy, Unit
+from bot.services import deadlines as deadline_rules
+from bot.services.errors import Refusal
+from bot.services.units import ancestor_ids
+
+if TYPE_CHECKING:
+    from bot.catalog import Catalog
+
+
+@dataclass(frozen=True)
+class CampaignInForce:
+    campaign: Campaign
+    unit: Unit  # the unit that put it in force (the member's own or an ancestor)
+    deadlines: list[Deadline]
+    lesson_count: int
+
+    def deadline(self, name: str) -> Deadline | None:
+        return next((d for d in self.deadlines if d.name == name), None)
+
+    @property
+    def pledge_deadline(self) -> Deadline | None:
+        return self.deadline("pledge")
+
+    def sections(self) -> list[dict[str, Any]]:
+        return self.campaign.pledge_sections
+
+
+async def apply_campaign(
+    session: AsyncSession,
+    catalog: Catalog,
+    catalog_id: str,
+    unit: Unit,
+    at: datetime,
+    deadline_overrides: dict[str, date] | None = None,
+) -> Campaign:
+    """Put a shipped campaign in force for `unit`'s subtree; applying again refreshes it.
+
+    A unit's own date for a deadline (`--deadline pledge=2024-04-12`) is the last day that
+    still counts, so it is stored inclusive. An override may also add a deadline the
+    document did not give, but only a known kind (pledge, reports), never an invented name.
+    """
+    try:
+        spec = catalog.campaign(catalog_id)
+    except KeyError:
+        raise Refusal("cli/campaign_unknown", catalog_id=catalog_id) from None
+    term = catalog.terms.get(spec.term) if spec.term else None
+    overrides = dict(deadline_overrides or {})
+    campaign = (
+        await session.exec(
+            select(Campaign).where(Campaign.unit_id == unit.id, Campaign.catalog_id == spec.id)
+        )
+    ).first()
+    if campaign is None:
+        campaign = Campaign(
+            catalog_id=spec.id,
+            unit_id=unit.id,
+            year=spec.year,
+            issuer="",
+            document="",
+            topic="",
+            topic_en="",
+            term_topic="",
+            term_topic_en="",
+        )
+    campaign.year = spec.year
+    campaign.issuer = spec.issuer
+    campaign.document = spec.document
+    campaign.topic = spec.topic
+    campaign.topic_en = spec.topic_en
+    campaign.term_topic = term.topic if term else ""
+    campaign.term_topic_en = term.topic_en if term else ""
+    campaign.pledge_sections = [section.model_dump(mode="json") for section in spec.pledge_sections]
+    campaign.applied_at = at
+    session.add(campaign)
+    await session.flush()
+
+    await session.exec(delete(Deadline).where(col(Deadline.campaign_id) == campaign.id))
+    await session.exec(delete(Lesson).where(col(Lesson.campaign_id) == campaign.id))
+    known = {d.name: d for d in spec.deadlines}
+    for name in overrides:
+        if name not in known and name not in KNOWN_DEADLINE_KINDS:
+            raise Refusal(
+                "cli/deadline_unknown",
+                name=name,
+                known=", ".join(sorted(set(known) | set(KNOWN_DEADLINE_KINDS))),
+            )
+    for name, d in known.items():
+        override = overrides.pop(name, None)
+        session.add(
+            Deadline(
+                campaign_id=campaign.id,
+                name=name,
+                title_vi=d.title.vi,
+                title_en=d.title.en,
+                due_date=override or d.date,
+                inclusive=True if override else d.inclusive,
+                owed_by=OwedBy(d.owed_by),
+                source_text=d.source_text,
+                set_by_unit=bool(override),
+            )
+        )
+    for name, day in overrides.items():
+        title_vi, title_en, owed_by = KNOWN_DEADLINE_KINDS[name]
+        session.add(
+            Deadline(
+                campaign_id=campaign.id,
+                name=name,
+                title_vi=title_vi,
+                title_en=title_en,
+                due_date=day,
+                inclusive=True,
+                owed_by=owed_by,
+                source_text="",
+                set_by_unit=True,
+            )
+        )
+    for position, lesson in enumerate(spec.lessons):
+        session.add(
+            Lesson(
+                campaign_id=campaign.id,
+                position=position,
+                key=lesson.key,
+                title_vi=lesson.title.vi,
+                title_en=lesson.title.en,
+                body_vi=lesson.body.vi,
+                body_en=lesson.body.en,
+            )
+        )
+    await session.commit()
+    return campaign
+
+
+# Deadlines a unit may set itself when its document gives none (name -> titles, owed by).
+KNOWN_DEADLINE_KINDS: dict[str, tuple[str, str, OwedBy]] = {
+    "pledge": (
+        "Nộp bản đăng ký học tập và làm theo",
+        "Hand in your personal pledge",
+        OwedBy.member,
+    ),
+    "study": ("Hoàn thành học tập chuyên đề", "Finish studying the topic", OwedBy.unit),
+    "study_report": ("Báo cáo kết quả học tập", "Report on the study", OwedBy.unit),
+    "six_month_report": ("Báo cáo 6 tháng", "Six-month report", OwedBy.unit),
+    "annual_report": ("Báo cáo 1 năm", "Annual report", OwedBy.unit),
+}
+
+
+async def in_force_for_unit(
+    session: AsyncSession, unit: Unit, today: date
+) -> CampaignInForce | None:
+    """The campaign reaching `unit`: the latest year not after today, set nearest the unit.
+
+    A lower unit's own campaign overrides its parent's for the same year; a newer year set
+    higher up still wins over last year's set lower down.
+    """
+    chain = ancestor_ids(unit)
+    rows = (
+        await session.exec(
+            select(Campaign, Unit)
+            .join(Unit, col(Unit.id) == Campaign.unit_id)
+            .where(col(Campaign.unit_id).in_(chain), Campaign.year <= today.year)
+        )
+    ).all()
+    if not rows:
+        return None
+    depth_rank = {unit_id: rank for rank, unit_id in enumerate(chain)}
+    campaign, owner = min(rows, key=lambda row: (-row[0].year, depth_rank[row[0].unit_id]))
+    deadlines = (
+        await session.exec(
+            select(Deadline)
+            .where(Deadline.campaign_id == campaign.id)
+            .order_by(col(Deadline.due_date))
+        )
+    ).all()
+    lesson_count = len(
+        (await session.exec(select(Lesson.id).where(Lesson.campaign_id == campaign.id))).all()
+    )
+    return CampaignInForce(
+        campaign=campaign, unit=owner, deadlines=list(deadlines), lesson_count=lesson_count
+    )
+
+
+async def lesson_at(session: AsyncSession, campaign_id: int, position: int) -> Lesson | None:
+    return (
+        await session.exec(
+            select(Lesson).where(Lesson.campaign_id == campaign_id, Lesson.position == position)
+        )
+    ).first()
+
+
+def deadlines_ahead(in_force: CampaignInForce, today: date) -> list[Deadline]:
+    return [d for d in in_force.deadlines if deadline_rules.is_ahead(d, today)]
+
+
+async def list_applied(session: AsyncSession) -> list[tuple[Campaign, Unit]]:
+    rows = await session.exec(select(Campaign, Unit).join(Unit, col(Unit.id) == Campaign.unit_id))
+    return list(rows.all())

@@ -1,0 +1,51 @@
+"""Multi-step flows kept as rows: which flow a chat is in, at which step, with what data."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.models import ChatState
+
+
+async def get_state(session: AsyncSession, identity_id: int) -> ChatState | None:
+    """The chat's state, locked for the rest of the transaction on PostgreSQL.
+
+    SQLite's BEGIN IMMEDIATE already serialises writers, so the lock is only needed where
+    two processes may handle the same chat at once.
+    """
+    return (
+        await session.exec(
+            select(ChatState).where(ChatState.identity_id == identity_id).with_for_update()
+        )
+    ).first()
+
+
+def put_state(
+    session: AsyncSession,
+    state: ChatState | None,
+    identity_id: int,
+    flow: str,
+    step: int,
+    data: dict[str, Any],
+    at: datetime,
+) -> ChatState:
+    """Move the chat to (flow, step); the version grows so older buttons turn stale."""
+    if state is None:
+        state = ChatState(
+            identity_id=identity_id, flow=flow, step=step, version=1, data=data, updated_at=at
+        )
+    else:
+        state.flow, state.step, state.data = flow, step, dict(data)
+        state.version += 1
+        state.updated_at = at
+    session.add(state)
+    return state
+
+
+async def clear_state(session: AsyncSession, state: ChatState | None) -> None:
+    if state is not None:
+        await session.delete(state)

@@ -1,0 +1,289 @@
+"""The personal pledge: a guided draft, one section per step, then versioned submissions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, tzinfo
+from typing import Any
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.models import ChatState, Deadline, Pledge, PledgeStatus, PledgeVersion
+from bot.services import chat_state
+from bot.services import deadlines as deadline_rules
+from bot.services.campaigns import CampaignInForce
+from bot.services.errors import Refusal
+from bot.services.people import Person
+from bot.text import nfc
+
+FLOW = "pledge"
+SECTION_MAX = 1000
+
+
+@dataclass(frozen=True)
+class WizardView:
+    """What the member should see now: one section's step, or the review screen."""
+
+    step: int
+    total: int
+    version: int
+    sections: list[dict[str, Any]]
+    answers: dict[str, str]
+    deadline: Deadline | None
+    revising: bool
+
+    @property
+    def is_review(self) -> bool:
+        return self.step >= self.total
+
+    @property
+    def section(self) -> dict[str, Any] | None:
+        return None if self.is_review else self.sections[self.step]
+
+    @property
+    def answer(self) -> str | None:
+        section = self.section
+        return self.answers.get(section["key"]) if section else None
+
+    @property
+    def missing(self) -> list[dict[str, Any]]:
+        return [s for s in self.sections if not self.answers.get(s["key"])]
+
+
+@dataclass(frozen=True)
+class Submitted:
+    version: int
+    late: bool
+    first: bool
+    last_day: date | None  # the last day revisions are still taken, when there is a deadline
+
+
+@dataclass(frozen=True)
+class PledgeView:
+    """A member's own pledge as /mypledge shows it."""
+
+    status: str  # none | draft | on_time | late
+    sections: list[dict[str, Any]]
+    answers: dict[str, str]
+    version: int
+    submitted_at: datetime | None
+    deadline: Deadline | None
+    has_newer_draft: bool = False
+    versions: list[int] = field(default_factory=list)
+
+
+async def _pledge(session: AsyncSession, member_id: int, campaign_id: int) -> Pledge | None:
+    return (
+        await session.exec(
+            select(Pledge).where(Pledge.member_id == member_id, Pledge.campaign_id == campaign_id)
+        )
+    ).first()
+
+
+async def _current_sections(session: AsyncSession, pledge: Pledge) -> dict[str, str]:
+    row = (
+        await session.exec(
+            select(PledgeVersion).where(
+                PledgeVersion.pledge_id == pledge.id,
+                PledgeVersion.version == pledge.current_version,
+            )
+        )
+    ).first()
+    return dict(row.sections) if row else {}
+
+
+def _view(state: ChatState, pledge: Pledge, in_force: CampaignInForce) -> WizardView:
+    return WizardView(
+        step=state.step,
+        total=len(in_force.sections()),
+        version=state.version,
+        sections=in_force.sections(),
+        answers=dict(pledge.draft),
+        deadline=in_force.pledge_deadline,
+        revising=pledge.status == PledgeStatus.submitted,
+    )
+
+
+async def open_wizard(
+    session: AsyncSession, person: Person, in_force: CampaignInForce, at: datetime, tz: tzinfo
+) -> WizardView:
+    """/pledge: resume the saved step, or start (a revision starts from the pledge in force)."""
+    assert person.member is not None
+    pledge = await _pledge(session, person.member.id, in_force.campaign.id)
+    deadline = in_force.pledge_deadline
+    if (
+        pledge is not None
+        and pledge.status == PledgeStatus.submitted
+        and deadline is not None
+        and not deadline_rules.is_on_time(deadline, at, tz)
+    ):
+        raise Refusal("pledge/revise_closed", deadline=deadline)
+    if pledge is None:
+        pledge = Pledge(member_id=person.member.id, campaign_id=in_force.campaign.id, updated_at=at)
+        session.add(pledge)
+        await session.flush()
+    state = await chat_state.get_state(session, person.identity.id)
+    if state is not None and state.flow == FLOW and state.data.get("pledge_id") == pledge.id:
+        state = chat_state.put_state(
+            session, state, person.identity.id, FLOW, state.step, state.data, at
+        )
+    else:
+        if pledge.status == PledgeStatus.submitted and not pledge.draft:
+            pledge.draft = await _current_sections(session, pledge)
+            session.add(pledge)
+        state = chat_state.put_state(
+            session, state, person.identity.id, FLOW, 0, {"pledge_id": pledge.id}, at
+        )
+    await session.commit()
+    return _view(state, pledge, in_force)
+
+
+async def _active(
+    session: AsyncSession, person: Person, in_force: CampaignInForce, version: int | None
+) -> tuple[ChatState, Pledge]:
+    """The wizard this chat is in; a button from another step or another pledge is stale."""
+    state = await chat_state.get_state(session, person.identity.id)
+    if state is None or state.flow != FLOW:
+        raise Refusal("common/stale_button" if version is not None else "pledge/not_in_wizard")
+    if version is not None and version != state.version:
+        raise Refusal("common/stale_button")
+    pledge = await session.get(Pledge, state.data.get("pledge_id"))
+    if (
+        pledge is None
+        or pledge.member_id != (person.member.id if person.member else None)
+        or (pledge.campaign_id != in_force.campaign.id)
+    ):
+        await chat_state.clear_state(session, state)
+        await session.commit()
+        raise Refusal("common/stale_button")
+    return state, pledge
+
+
+def validate_section_text(text: str) -> str:
+    cleaned = nfc(text).strip()
+    if not cleaned:
+        raise Refusal("pledge/empty")
+    if len(cleaned) > SECTION_MAX:
+        raise Refusal("pledge/too_long", length=len(cleaned), limit=SECTION_MAX)
+    return cleaned
+
+
+async def answer(
+    session: AsyncSession, person: Person, in_force: CampaignInForce, text: str, at: datetime
+) -> WizardView:
+    """Save the typed text as the current section's answer and move to the next step."""
+    state, pledge = await _active(session, person, in_force, None)
+    view = _view(state, pledge, in_force)
+    if view.is_review:
+        raise Refusal("pledge/use_buttons_on_review")
+    cleaned = validate_section_text(text)
+    pledge.draft = {**pledge.draft, view.sections[state.step]["key"]: cleaned}
+    pledge.updated_at = at
+    session.add(pledge)
+    state = chat_state.put_state(
+        session, state, person.identity.id, FLOW, state.step + 1, state.data, at
+    )
+    await session.commit()
+    return _view(state, pledge, in_force)
+
+
+async def move(
+    session: AsyncSession,
+    person: Person,
+    in_force: CampaignInForce,
+    version: int,
+    delta: int,
+    at: datetime,
+) -> WizardView:
+    """Back (-1) or skip (+1) from a button that belongs to the current step."""
+    state, pledge = await _active(session, person, in_force, version)
+    total = len(in_force.sections())
+    step = min(max(state.step + delta, 0), total)
+    state = chat_state.put_state(session, state, person.identity.id, FLOW, step, state.data, at)
+    await session.commit()
+    return _view(state, pledge, in_force)
+
+
+async def cancel(session: AsyncSession, person: Person) -> bool:
+    """Leave the wizard; the draft stays saved for next time. False if nothing to cancel."""
+    state = await chat_state.get_state(session, person.identity.id)
+    if state is None:
+        return False
+    await chat_state.clear_state(session, state)
+    await session.commit()
+    return True
+
+
+async def submit(
+    session: AsyncSession,
+    person: Person,
+    in_force: CampaignInForce,
+    version: int,
+    at: datetime,
+    tz: tzinfo,
+) -> Submitted:
+    """File the draft as a new version; the first filing after the deadline is marked late."""
+    state, pledge = await _active(session, person, in_force, version)
+    view = _view(state, pledge, in_force)
+    if view.missing:
+        raise Refusal("pledge/missing_sections", missing=view.missing)
+    deadline = in_force.pledge_deadline
+    on_time = deadline is None or deadline_rules.is_on_time(deadline, at, tz)
+    first = pledge.status != PledgeStatus.submitted
+    if not first and not on_time:
+        raise Refusal("pledge/revise_closed", deadline=deadline)
+    pledge.current_version += 1
+    session.add(
+        PledgeVersion(
+            pledge_id=pledge.id,
+            version=pledge.current_version,
+            sections=dict(pledge.draft),
+            submitted_at=at,
+            late=not on_time,
+        )
+    )
+    if first:
+        pledge.first_submitted_at = at
+        pledge.late = not on_time
+    pledge.status = PledgeStatus.submitted
+    pledge.draft = {}
+    pledge.updated_at = at
+    session.add(pledge)
+    await chat_state.clear_state(session, state)
+    await session.commit()
+    return Submitted(
+        version=pledge.current_version,
+        late=pledge.late,
+        first=first,
+        last_day=deadline_rules.last_day(deadline) if deadline else None,
+    )
+
+
+async def my_pledge(session: AsyncSession, person: Person, in_force: CampaignInForce) -> PledgeView:
+    """The member's own pledge, and nobody else's: it is looked up by their own member id."""
+    assert person.member is not None
+    pledge = await _pledge(session, person.member.id, in_force.campaign.id)
+    sections = in_force.sections()
+    deadline = in_force.pledge_deadline
+    if pledge is None:
+        return PledgeView("none", sections, {}, 0, None, deadline)
+    if pledge.status == PledgeStatus.draft:
+        return PledgeView("draft", sections, dict(pledge.draft), 0, None, deadline)
+    versions = (
+        await session.exec(
+            select(PledgeVersion.version)
+            .where(PledgeVersion.pledge_id == pledge.id)
+            .order_by(col(PledgeVersion.version))
+        )
+    ).all()
+    return PledgeView(
+        status="late" if pledge.late else "on_time",
+        sections=sections,
+        answers=await _current_sections(session, pledge),
+        version=pledge.current_version,
+        submitted_at=pledge.first_submitted_at,
+        deadline=deadline,
+        has_newer_draft=bool(pledge.draft),
+        versions=list(versions),
+    )

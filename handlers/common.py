@@ -1,0 +1,113 @@
+"""What every handler shares: services, the person writing, and sending rendered replies."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram.error import BadRequest
+from telegram.ext import ContextTypes
+
+from bot.context import BOT_DATA_KEY, Services
+from bot.services.people import Person, load_person
+from bot.telegram_html import split_message
+
+CHANNEL = "telegram"
+
+
+def services(context: ContextTypes.DEFAULT_TYPE) -> Services:
+    return context.bot_data[BOT_DATA_KEY]
+
+
+@dataclass
+class Turn:
+    """One update being handled: the session, the person, and their language."""
+
+    session: AsyncSession
+    person: Person
+    locale: str
+    services: Services
+
+    def render(self, name: str, **ctx: Any) -> str:
+        return self.services.renderer.text(name, self.locale, **ctx)
+
+    def label(self, key: str) -> str:
+        return button_label(self.services, self.locale, key)
+
+
+@asynccontextmanager
+async def turn(update: Update, context: ContextTypes.DEFAULT_TYPE) -> AsyncIterator[Turn]:
+    """Open a session and load who is writing (recording their chat identity the first time)."""
+    svc = services(context)
+    user, chat = update.effective_user, update.effective_chat
+    assert user is not None and chat is not None
+    async with svc.db.session() as session:
+        person = await load_person(session, CHANNEL, str(user.id), str(chat.id), svc.clock.now())
+        locale = person.identity.locale or svc.settings.locale
+        yield Turn(session=session, person=person, locale=locale, services=svc)
+
+
+def button_label(svc: Services, locale: str, key: str) -> str:
+    """Button labels live in the `buttons` template, one `key: label` a line."""
+    cache: dict[str, dict[str, str]] = svc.extras.setdefault("labels", {})  # type: ignore[assignment]
+    if locale not in cache:
+        text = svc.renderer.render("buttons", locale).text
+        cache[locale] = dict(
+            (k.strip(), v.strip())
+            for k, v in (line.split(":", 1) for line in text.splitlines() if ":" in line)
+        )
+    return cache[locale][key]
+
+
+def keyboard(rows: list[list[tuple[str, str]]]) -> InlineKeyboardMarkup:
+    """Inline keyboard from (label, callback_data) rows."""
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(label, callback_data=data) for label, data in row] for row in rows]
+    )
+
+
+async def send(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, reply_markup: Any = None
+) -> Message:
+    """Send to the chat the update came from, split under Telegram's 4096 characters.
+
+    The keyboard goes with the last part, under the text it belongs to.
+    """
+    chat = update.effective_chat
+    assert chat is not None
+    parts = split_message(text)
+    message = None
+    for index, part in enumerate(parts):
+        last = index == len(parts) - 1
+        message = await context.bot.send_message(
+            chat.id, part, reply_markup=reply_markup if last else None
+        )
+    assert message is not None
+    return message
+
+
+async def show(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, reply_markup: Any = None
+) -> None:
+    """Answer a button by editing its message in place, or send a new one otherwise."""
+    query = update.callback_query
+    if query is not None and query.message is not None and len(split_message(text)) == 1:
+        try:
+            await query.edit_message_text(text, reply_markup=reply_markup)
+            return
+        except BadRequest as error:
+            if "not modified" in str(error).lower():
+                return
+            if "message to edit not found" not in str(error).lower():
+                raise
+    await send(update, context, text, reply_markup)
+
+
+async def answer_query(update: Update, text: str | None = None, alert: bool = False) -> None:
+    """Every pressed button is acknowledged, or the phone keeps spinning."""
+    if update.callback_query is not None:
+        await update.callback_query.answer(text, show_alert=alert)

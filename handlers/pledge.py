@@ -1,0 +1,123 @@
+"""/pledge (the guided wizard), its buttons, and /mypledge."""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import ContextTypes
+
+from bot.services import pledges
+from bot.services.errors import Refusal
+from handlers.common import Turn, answer_query, keyboard, send, show, turn
+from handlers.topic import campaign_or_explain
+
+
+def _step_markup(t: Turn, view: pledges.WizardView):
+    v = view.version
+    if view.is_review:
+        return keyboard(
+            [
+                [(t.label("submit"), f"pl:submit:{v}")],
+                [(t.label("back"), f"pl:back:{v}"), (t.label("cancel"), f"pl:cancel:{v}")],
+            ]
+        )
+    nav = [(t.label("skip"), f"pl:skip:{v}")]
+    if view.step > 0:
+        nav.insert(0, (t.label("back"), f"pl:back:{v}"))
+    return keyboard([nav, [(t.label("cancel"), f"pl:cancel:{v}")]])
+
+
+def _render_view(t: Turn, view: pledges.WizardView) -> str:
+    if view.is_review:
+        return t.render("pledge/review", view=view)
+    return t.render("pledge/step", view=view)
+
+
+async def pledge(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/pledge, or the "file my pledge" button: open the wizard at the saved step."""
+    await answer_query(update)
+    async with turn(update, context) as t:
+        in_force = await campaign_or_explain(update, context, t)
+        if in_force is None:
+            return
+        clock = t.services.clock
+        try:
+            view = await pledges.open_wizard(t.session, t.person, in_force, clock.now(), clock.tz)
+        except Refusal as refusal:
+            await send(update, context, t.render(refusal.template, **refusal.context))
+            return
+        await send(update, context, t.render("pledge/intro", view=view, campaign=in_force.campaign))
+        await send(update, context, _render_view(t, view), _step_markup(t, view))
+
+
+async def section_text(update: Update, context: ContextTypes.DEFAULT_TYPE, t: Turn) -> None:
+    """Text typed during the wizard: the answer to the current section."""
+    message = update.effective_message
+    assert message is not None
+    in_force = await campaign_or_explain(update, context, t)
+    if in_force is None:
+        return
+    try:
+        view = await pledges.answer(
+            t.session, t.person, in_force, message.text or "", t.services.clock.now()
+        )
+    except Refusal as refusal:
+        await send(update, context, t.render(refusal.template, **refusal.context))
+        return
+    await send(update, context, t.render("pledge/saved"))
+    await send(update, context, _render_view(t, view), _step_markup(t, view))
+
+
+async def wizard_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Back, skip, cancel and submit ("pl:<action>:<version>"); stale or forged ones are refused."""
+    query = update.callback_query
+    assert query is not None and query.data is not None
+    parts = query.data.split(":")
+    async with turn(update, context) as t:
+        action = parts[1] if len(parts) == 3 else ""
+        version = int(parts[2]) if len(parts) == 3 and parts[2].isdigit() else None
+        if action not in {"back", "skip", "cancel", "submit"} or version is None:
+            await answer_query(update, t.render("common/stale_button"), alert=True)
+            return
+        in_force = await campaign_or_explain(update, context, t)
+        if in_force is None:
+            return
+        clock = t.services.clock
+        try:
+            if action == "cancel":
+                await pledges.move(t.session, t.person, in_force, version, 0, clock.now())
+                await pledges.cancel(t.session, t.person)
+                await answer_query(update)
+                await show(update, context, t.render("pledge/cancelled"))
+                return
+            if action == "submit":
+                result = await pledges.submit(
+                    t.session, t.person, in_force, version, clock.now(), clock.tz
+                )
+                await answer_query(update)
+                await show(update, context, t.render("pledge/submitted", result=result))
+                return
+            view = await pledges.move(
+                t.session, t.person, in_force, version, -1 if action == "back" else 1, clock.now()
+            )
+        except Refusal as refusal:
+            alert = refusal.template == "common/stale_button"
+            await answer_query(
+                update,
+                t.render(refusal.template, **refusal.context) if alert else None,
+                alert=alert,
+            )
+            if not alert:
+                await send(update, context, t.render(refusal.template, **refusal.context))
+            return
+        await answer_query(update)
+        await show(update, context, _render_view(t, view), _step_markup(t, view))
+
+
+async def my_pledge(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/mypledge: the member's own pledge and its status, nobody else's."""
+    async with turn(update, context) as t:
+        in_force = await campaign_or_explain(update, context, t)
+        if in_force is None:
+            return
+        view = await pledges.my_pledge(t.session, t.person, in_force)
+        await send(update, context, t.render("pledge/mine", view=view, member=t.person.member))

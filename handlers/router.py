@@ -1,0 +1,54 @@
+"""Plain messages: sent to whatever flow the chat is in, as the stored state says."""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import ContextTypes
+
+from bot.services import joining, pledges
+from bot.services.chat_state import get_state
+from handlers import pledge as pledge_handlers
+from handlers import start as start_handlers
+from handlers.common import send, turn
+
+# What each flow expects when it gets something it cannot use.
+_EXPECTING = {
+    joining.FLOW_CONSENT: "start/press_consent",
+    joining.FLOW_PHONE: "join/press_phone_button",
+}
+
+
+async def text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Typed text: a wizard answer, a new member's name, or a hint at the commands."""
+    async with turn(update, context) as t:
+        state = await get_state(t.session, t.person.identity.id)
+        flow = state.flow if state else None
+        if flow == pledges.FLOW:
+            await pledge_handlers.section_text(update, context, t)
+        elif flow == joining.FLOW_NAME:
+            await start_handlers.full_name(update, context, t)
+        elif flow in _EXPECTING:
+            await send(update, context, t.render(_EXPECTING[flow]))
+        else:
+            name = "common/hint" if t.person.joined else "start/no_invite"
+            await send(
+                update,
+                context,
+                t.render(name, member=t.person.member, unit=t.person.unit, roles=[]),
+            )
+
+
+async def not_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A sticker, photo, voice note…: say what the current step needs, change nothing."""
+    async with turn(update, context) as t:
+        state = await get_state(t.session, t.person.identity.id)
+        flow = state.flow if state else None
+        if flow in _EXPECTING:
+            name = _EXPECTING[flow]
+        elif flow in (pledges.FLOW, joining.FLOW_NAME):
+            name = "common/text_expected"
+        else:
+            name = "common/hint" if t.person.joined else "start/no_invite"
+        await send(
+            update, context, t.render(name, member=t.person.member, unit=t.person.unit, roles=[])
+        )

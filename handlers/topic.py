@@ -1,0 +1,82 @@
+"""/topic: the year's topic, the term-wide topic, deadlines ahead, and lessons page by page."""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import ContextTypes
+
+from bot.services import campaigns
+from bot.services import deadlines as deadline_rules
+from handlers.common import Turn, answer_query, keyboard, send, show, turn
+
+
+async def campaign_or_explain(update: Update, context: ContextTypes.DEFAULT_TYPE, t: Turn):
+    """The campaign in force for the member, or None after telling them why there is none."""
+    if not t.person.joined:
+        await answer_query(update)
+        await send(update, context, t.render("common/join_first"))
+        return None
+    assert t.person.unit is not None
+    in_force = await campaigns.in_force_for_unit(t.session, t.person.unit, t.services.clock.today())
+    if in_force is None:
+        await answer_query(update)
+        await send(update, context, t.render("topic/none", unit=t.person.unit))
+    return in_force
+
+
+async def topic(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/topic: the overview, with a button to the first lesson."""
+    async with turn(update, context) as t:
+        in_force = await campaign_or_explain(update, context, t)
+        if in_force is None:
+            return
+        today = t.services.clock.today()
+        ahead = [
+            {
+                "deadline": d,
+                "last_day": deadline_rules.last_day(d),
+                "days_left": deadline_rules.days_left(d, today),
+            }
+            for d in campaigns.deadlines_ahead(in_force, today)
+        ]
+        rows = []
+        if in_force.lesson_count:
+            rows.append([(t.label("lesson_first"), "tp:0")])
+        rows.append([(t.label("open_pledge"), "pl:open")])
+        text = t.render(
+            "topic/overview",
+            campaign=in_force.campaign,
+            owner=in_force.unit,
+            ahead=ahead,
+            lesson_count=in_force.lesson_count,
+        )
+        await send(update, context, text, keyboard(rows))
+
+
+async def lesson_page(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A lesson button ("tp:N"); a forged or out-of-range page is answered as stale."""
+    query = update.callback_query
+    assert query is not None and query.data is not None
+    async with turn(update, context) as t:
+        in_force = await campaign_or_explain(update, context, t)
+        if in_force is None:
+            return
+        raw = query.data.removeprefix("tp:")
+        position = int(raw) if raw.isdigit() else -1
+        lesson = await campaigns.lesson_at(t.session, in_force.campaign.id, position)
+        if lesson is None:
+            await answer_query(update, t.render("common/stale_button"), alert=True)
+            return
+        await answer_query(update)
+        nav = []
+        if position > 0:
+            nav.append((t.label("prev"), f"tp:{position - 1}"))
+        if position + 1 < in_force.lesson_count:
+            nav.append((t.label("next"), f"tp:{position + 1}"))
+        rows = [nav] if nav else []
+        if position + 1 == in_force.lesson_count:
+            rows.append([(t.label("open_pledge"), "pl:open")])
+        text = t.render(
+            "topic/lesson", lesson=lesson, number=position + 1, total=in_force.lesson_count
+        )
+        await show(update, context, text, keyboard(rows))
