@@ -67,12 +67,12 @@ class Renderer:
         env.filters["vndatetime"] = partial(vn_datetime, tz=tz)
         return env
 
-    def render(self, name: str, locale: str | None = None, **context: Any) -> Rendered:
+    def render(self, name: str, locale: str | None = None, /, **context: Any) -> Rendered:
         locale = locale if locale in self._envs else self.default_locale
         template = self._envs[locale].get_template(name + TEMPLATE_SUFFIX)
         text = template.render(locale=locale, **context).strip()
         self.history.append(name)
         return Rendered(template=name, locale=locale, text=text)
 
-    def text(self, name: str, locale: str | None = None, **context: Any) -> str:
+    def text(self, name: str, locale: str | None = None, /, **context: Any) -> str:
         return self.render(name, locale, **context).text

@@ -1,0 +1,240 @@
+"""`chuyende`: the admin's command line (Typer)."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import sys
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bot.models import Role, UnitLevel
+from bot.services.errors import Refusal
+from bot.settings import Settings
+
+app = typer.Typer(
+    help="chuyende: the yearly study-topic bot for trade-union members.", no_args_is_help=True
+)
+db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
+unit_app = typer.Typer(help="The union tree.", no_args_is_help=True)
+campaign_app = typer.Typer(help="Shipped campaigns and putting one in force.", no_args_is_help=True)
+content_app = typer.Typer(help="Campaign content and templates.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(unit_app, name="unit")
+app.add_typer(campaign_app, name="campaign")
+app.add_typer(content_app, name="content")
+
+
+def _say(name: str, **context) -> None:
+    """Print an admin message from its template (plain text, no Telegram markup)."""
+    from bot.runtime import make_services
+
+    svc = make_services(Settings())
+    typer.echo(html.unescape(svc.renderer.text(name, svc.settings.locale, **context)))
+
+
+def _run(coroutine_factory):
+    """Run one async admin action; a refusal prints its explanation and exits 1."""
+    from bot.runtime import make_services
+
+    async def main():
+        svc = make_services(Settings())
+        try:
+            return await coroutine_factory(svc)
+        except Refusal as refusal:
+            text = svc.renderer.text(refusal.template, svc.settings.locale, **refusal.context)
+            typer.echo(html.unescape(text), err=True)
+            raise typer.Exit(1) from None
+        finally:
+            await svc.db.dispose()
+
+    return asyncio.run(main())
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the database migrations up to the newest."""
+    from bot.migrate import upgrade
+
+    settings = Settings()
+    upgrade(settings.database_url)
+    _say("cli/db_upgraded")
+
+
+@unit_app.command("add")
+def unit_add(
+    code: str,
+    name: str,
+    parent: Annotated[str | None, typer.Option(help="Code of the parent unit")] = None,
+    level: Annotated[
+        UnitLevel | None, typer.Option(help="Default: one level below the parent")
+    ] = None,
+) -> None:
+    """Add a unit to the union tree."""
+    from bot.services.units import add_unit
+
+    async def action(svc):
+        async with svc.db.session() as session:
+            return await add_unit(session, code, name, parent, level)
+
+    unit = _run(action)
+    _say("cli/unit_added", unit=unit)
+
+
+@unit_app.command("list")
+def unit_list() -> None:
+    """Show the union tree."""
+    from bot.services.units import list_units
+
+    async def action(svc):
+        async with svc.db.reader() as session:
+            return await list_units(session)
+
+    _say("cli/unit_list", units=_run(action))
+
+
+@campaign_app.command("list")
+def campaign_list() -> None:
+    """The shipped campaigns: id, year, issuing body, topic."""
+    from bot.catalog import load_catalog
+
+    catalog = load_catalog()
+    _say("cli/campaign_list", campaigns=sorted(catalog.campaigns.values(), key=lambda c: c.year))
+
+
+def _parse_deadlines(values: list[str]) -> dict[str, date]:
+    overrides: dict[str, date] = {}
+    for value in values:
+        name, _, day = value.partition("=")
+        try:
+            overrides[name.strip()] = date.fromisoformat(day.strip())
+        except ValueError:
+            raise typer.BadParameter(f"{value!r}: expected NAME=YYYY-MM-DD") from None
+    return overrides
+
+
+@campaign_app.command("apply")
+def campaign_apply(
+    campaign_id: Annotated[str, typer.Argument(metavar="ID")],
+    unit: Annotated[str, typer.Option(help="Code of the unit whose subtree it reaches")],
+    deadline: Annotated[
+        list[str] | None,
+        typer.Option(help="The unit's own last day, NAME=YYYY-MM-DD (repeatable)"),
+    ] = None,
+) -> None:
+    """Put a shipped campaign (topic, lessons, deadlines) in force for a unit's subtree."""
+    from bot.services.campaigns import apply_campaign
+    from bot.services.units import require_unit
+
+    overrides = _parse_deadlines(deadline or [])
+
+    async def action(svc):
+        async with svc.db.session() as session:
+            target = await require_unit(session, unit)
+            campaign = await apply_campaign(
+                session, svc.catalog, campaign_id, target, svc.clock.now(), overrides
+            )
+            return campaign, target
+
+    campaign, target = _run(action)
+    _say("cli/campaign_applied", campaign=campaign, unit=target)
+
+
+@app.command("invite")
+def invite(
+    unit: Annotated[str, typer.Option(help="Code of the unit to join")],
+    role: Annotated[Role, typer.Option(help="member, officer or leader")] = Role.member,
+    uses: Annotated[
+        int | None, typer.Option(help="How many people may use it (default: no limit)")
+    ] = None,
+    days: Annotated[int, typer.Option(help="Days until it expires")] = 30,
+    bot_username: Annotated[
+        str | None, typer.Option(envvar="CHUYENDE_BOT_USERNAME", help="The bot's @username")
+    ] = None,
+) -> None:
+    """Print an invite code and its deep link https://t.me/<bot>?start=<code>."""
+    from bot.services.invites import create_invite, deep_link
+    from bot.services.units import require_unit
+
+    async def action(svc):
+        username = bot_username or await _bot_username(svc.settings)
+        async with svc.db.session() as session:
+            target = await require_unit(session, unit)
+            created = await create_invite(session, target, svc.clock.now(), role, uses, days)
+        return created, target, username
+
+    created, target, username = _run(action)
+    _say(
+        "cli/invite_created",
+        invite=created,
+        unit=target,
+        link=deep_link(username, created.code) if username else None,
+    )
+
+
+async def _bot_username(settings: Settings) -> str | None:
+    """Ask Telegram for the bot's username when a token is set; offline there is none."""
+    if settings.telegram_bot_token is None:
+        return None
+    from telegram import Bot
+
+    async with Bot(
+        settings.telegram_bot_token.get_secret_value(), base_url=settings.bot_api_url
+    ) as bot:
+        return bot.username
+
+
+@content_app.command("check")
+def content_check(directory: Annotated[Path | None, typer.Argument(metavar="DIR")] = None) -> None:
+    """Validate campaigns, deadlines and templates; name the file and field of each error."""
+    from bot.catalog import default_content_dir
+    from bot.content_check import check_content
+
+    problems = check_content(directory or default_content_dir())
+    for problem in problems:
+        typer.echo(str(problem), err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo("ok")
+
+
+@app.command("run")
+def run() -> None:
+    """Run the real bot with long polling (needs TELEGRAM_BOT_TOKEN)."""
+    from bot.app import build_application
+    from bot.logs import setup_logging
+    from bot.runtime import make_services
+
+    settings = Settings()
+    if settings.telegram_bot_token is None:
+        _say("cli/token_missing")
+        raise typer.Exit(2)
+    setup_logging([settings.telegram_bot_token.get_secret_value()])
+    application = build_application(make_services(settings))
+    application.run_polling(allowed_updates=None)
+
+
+@app.command("demo")
+def demo(
+    port: Annotated[int, typer.Option(help="Port of the web chat page")] = 8080,
+    now: Annotated[datetime, typer.Option(help="Where the bot's clock starts")] = datetime(
+        2024, 4, 5, 8, 0
+    ),
+    database: Annotated[Path, typer.Option(help="SQLite file, made fresh")] = Path(
+        "chuyende-demo.db"
+    ),
+) -> None:
+    """Offline sandbox: Bot API emulator, web chat page and a seeded demo union. No token."""
+    from bot.demo import run_demo
+
+    try:
+        asyncio.run(run_demo(port=port, now=now, database=database))
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    app()
