@@ -43,6 +43,11 @@ class PledgeStatus(StrEnum):
 class Unit(SQLModel, table=True):
     """A node of the union tree; `path` ("/1/4/9/") makes a subtree one indexed prefix query."""
 
+    # PostgreSQL uses a btree for LIKE 'prefix%' only with the pattern operator class.
+    __table_args__ = (
+        Index("ix_unit_path_pattern", "path", postgresql_ops={"path": "varchar_pattern_ops"}),
+    )
+
     id: int | None = Field(default=None, primary_key=True)
     code: str = Field(unique=True, index=True, max_length=64)
     name: str = Field(max_length=255)
