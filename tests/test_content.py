@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import functools
 import shutil
 import unicodedata
 from pathlib import Path
@@ -383,12 +385,16 @@ def test_texts_are_stored_nfc(text: str) -> None:
     assert unicodedata.is_normalized("NFC", stored.en)
 
 
+@functools.cache
+def binh_thuan_data() -> dict:
+    return load_catalog(SHIPPED).campaign("binh-thuan-2024").model_dump(mode="json")
+
+
 @given(st.dates(min_value=dt.date(2024, 1, 1), max_value=dt.date(2025, 12, 31)), st.booleans())
 def test_a_deadline_date_round_trips_and_last_day_follows_inclusive(
     date: dt.date, inclusive: bool
 ) -> None:
-    campaign = load_catalog(SHIPPED).campaign("binh-thuan-2024")
-    data = campaign.model_dump(mode="json")
+    data = copy.deepcopy(binh_thuan_data())
     data["deadlines"][1]["date"] = date.isoformat()
     data["deadlines"][1]["inclusive"] = inclusive
     deadline = CampaignSpec.model_validate(data).deadlines[1]
