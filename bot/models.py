@@ -141,7 +141,9 @@ class Campaign(SQLModel, table=True):
     unit_id: int = Field(foreign_key="unit.id", index=True)
     year: int
     issuer: str = Field(max_length=255)
+    issuer_en: str = Field(default="", max_length=255)
     document: str = Field(max_length=255)
+    document_en: str = Field(default="", max_length=255)
     topic: str
     topic_en: str
     term_topic: str

@@ -75,7 +75,9 @@ async def apply_campaign(
         )
     campaign.year = spec.year
     campaign.issuer = spec.issuer
+    campaign.issuer_en = spec.issuer_en
     campaign.document = spec.document
+    campaign.document_en = spec.document_en
     campaign.topic = spec.topic
     campaign.topic_en = spec.topic_en
     campaign.term_topic = term.topic if term else ""

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-21 23:49:47.812622
+Create Date: 2026-11-21 23:51:23.925438
 """
 
 from collections.abc import Sequence
@@ -65,7 +65,9 @@ def upgrade() -> None:
         sa.Column("unit_id", sa.Integer(), nullable=False),
         sa.Column("year", sa.Integer(), nullable=False),
         sa.Column("issuer", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
+        sa.Column("issuer_en", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
         sa.Column("document", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
+        sa.Column("document_en", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
         sa.Column("topic", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("topic_en", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("term_topic", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
