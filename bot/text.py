@@ -13,8 +13,12 @@ def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"), None)
+
+
 def clean_name(text: str) -> str:
-    return _SPACES.sub(" ", nfc(text)).strip()
+    """NFC, zero-width characters dropped, runs of spaces folded."""
+    return _SPACES.sub(" ", nfc(text).translate(_INVISIBLE)).strip()
 
 
 def search_key(text: str) -> str:
@@ -38,7 +42,7 @@ def normalize_phone(raw: str | int | None) -> str | None:
     """
     if raw is None:
         return None
-    digits = re.sub(r"[^\d+]", "", str(raw).strip())
+    digits = re.sub(r"[^0-9+]", "", str(raw).strip())
     if digits.startswith("+"):
         digits = digits[1:]
         if not digits.startswith("84"):

@@ -162,7 +162,13 @@ async def give_name(session: AsyncSession, person: Person, text: str, at: dateti
     if state is None or state.flow != FLOW_NAME:
         raise Refusal("join/name_not_expected")
     name = clean_name(text)
-    if len(name) < 2 or len(name) > NAME_MAX or any(ch.isdigit() for ch in name) or " " not in name:
+    words = name.split(" ")
+    if (
+        len(name) > NAME_MAX
+        or len(words) < 2
+        or any(ch.isdigit() for ch in name)
+        or not all(any(ch.isalpha() for ch in word) for word in words)
+    ):
         raise Refusal("join/name_invalid", limit=NAME_MAX)
     invite = await usable_invite_by_id(session, state.data["invite_id"], at)
     unit = await session.get(Unit, invite.unit_id)
