@@ -72,7 +72,10 @@ async def test_new_person_consents_shares_phone_and_types_name(svc, bot, emulato
 
     [member] = await _rows(svc, Member)
     assert (member.full_name, member.phone, member.unit_id) == (
-        "nguyễn thị hoa", "+84987654321", union.school.id)
+        "nguyễn thị hoa",
+        "+84987654321",
+        union.school.id,
+    )
     [identity] = await _rows(svc, ChatIdentity)
     assert identity.member_id == member.id and identity.consent_at is not None
 
@@ -98,8 +101,9 @@ async def test_roster_member_is_found_by_phone_and_never_duplicated(svc, bot, em
 
 async def test_new_phone_relinks_the_member_to_the_new_account(svc, bot, emulator, union):
     async with svc.db.session() as session:
-        member = await factories.make_member(session, svc, union.school, "Lê Thị Mai",
-                                             "+84933000222")
+        member = await factories.make_member(
+            session, svc, union.school, "Lê Thị Mai", "+84933000222"
+        )
         await factories.link(session, svc, member, 505)
         invite = await factories.invite(session, svc, union.school)
     new_account = emulator.user(506, first_name="Mai")
@@ -173,20 +177,26 @@ async def test_officer_invite_grants_the_role_at_its_unit(svc, bot, emulator, un
     from bot.models import Role
 
     async with svc.db.session() as session:
-        member = await factories.make_member(session, svc, union.school, "Bùi Văn Long",
-                                             "+84977000666")
+        member = await factories.make_member(
+            session, svc, union.school, "Bùi Văn Long", "+84977000666"
+        )
         await factories.link(session, svc, member, 511)
         invite = await factories.invite(session, svc, union.school, Role.officer, max_uses=1)
     said = await say(svc, emulator.user(511, first_name="Long"), f"/start {invite.code}")
     assert said.templates == ["join/welcome"]
     [grant] = await _rows(svc, RoleGrant)
-    assert (grant.member_id, grant.unit_id, grant.role) == (member.id, union.school.id, Role.officer)
+    assert (grant.member_id, grant.unit_id, grant.role) == (
+        member.id,
+        union.school.id,
+        Role.officer,
+    )
 
 
 async def test_personal_command_in_a_group_asks_for_a_private_chat(svc, bot, emulator, union):
     async with svc.db.session() as session:
-        member = await factories.make_member(session, svc, union.school, "Hồ Thị Nga",
-                                             "+84988000777")
+        member = await factories.make_member(
+            session, svc, union.school, "Hồ Thị Nga", "+84988000777"
+        )
         await factories.link(session, svc, member, 512)
     nga = emulator.user(512, first_name="Nga")
     group = emulator.group(-100512, "Tổ công đoàn 1").add(nga)

@@ -161,8 +161,9 @@ async def _active(
 
 
 def validate_section_text(text: str) -> str:
+    """Trimmed NFC text; with no letter or digit at all ("...", a zero-width space) it is empty."""
     cleaned = nfc(text).strip()
-    if not cleaned:
+    if not any(ch.isalnum() for ch in cleaned):
         raise Refusal("pledge/empty")
     if len(cleaned) > SECTION_MAX:
         raise Refusal("pledge/too_long", length=len(cleaned), limit=SECTION_MAX)
