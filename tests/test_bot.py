@@ -1,0 +1,132 @@
+"""Whole-bot behaviour: topic and lessons, the menu, retries, errors, long messages, language."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from sqlmodel import select
+
+from bot.models import Pledge, ProcessedUpdate
+from tests import factories
+from tests.conftest import TOKEN
+from tests.dialog import label, press, say
+
+
+@pytest.fixture
+async def lan(svc, bot, emulator, union):
+    async with svc.db.session() as session:
+        member = await factories.make_member(session, svc, union.school, "Nguyễn Thị Lan",
+                                             "+84912111222")
+        await factories.link(session, svc, member, 701)
+    return emulator.user(701, first_name="Lan")
+
+
+async def test_topic_shows_the_year_the_term_and_the_deadlines_ahead(svc, lan):
+    said = await say(svc, lan, "/topic")
+    assert said.templates == ["topic/overview"]
+    text = said.text
+    assert "thực hành dân chủ và tăng cường pháp chế, bảo đảm kỷ cương xã hội" in text
+    assert "Chuyên đề toàn khóa" in text
+    # On 5/4/2024 the study month (March) is over; the pledge and the reports are ahead.
+    assert "trước ngày 10/4/2024 (còn 4 ngày)" in text
+    assert "chậm nhất ngày 6/5/2024" in text and "31/3/2024" not in text
+
+
+async def test_lessons_page_with_buttons_and_end_with_the_pledge(svc, lan):
+    await say(svc, lan, "/topic")
+    said = await press(svc, lan, label(svc, "lesson_first"))
+    assert said.templates == ["topic/lesson"]
+    total = int(said.last.text.split("/", 1)[1].split(":", 1)[0])
+    assert total >= 4
+    assert said.last.buttons == [[label(svc, "next")]]
+    for _ in range(total - 1):
+        said = await press(svc, lan, label(svc, "next"))
+        assert said.last.edited  # paging edits the same message, it does not flood the chat
+    assert said.last.buttons[-1] == [label(svc, "open_pledge")]
+    said = await press(svc, lan, label(svc, "open_pledge"))
+    assert said.templates == ["pledge/intro", "pledge/step"]
+
+
+async def test_start_for_a_member_shows_the_menu_and_help_lists_commands(svc, lan):
+    said = await say(svc, lan, "/start")
+    assert said.templates == ["start/menu"] and "Nguyễn Thị Lan" in said.text
+    said = await say(svc, lan, "/help")
+    assert said.templates == ["help"] and "/pledge" in said.text
+    said = await say(svc, lan, "/khonglenhnay")
+    assert said.templates == ["help"]
+    said = await say(svc, lan, "xin chào")
+    assert said.templates == ["common/hint"]
+
+
+async def test_command_menu_is_registered_in_vietnamese(svc, bot, emulator):
+    commands = emulator.commands()
+    names = [c["command"] for c in commands]
+    assert names == ["start", "topic", "pledge", "mypledge", "help", "language", "cancel"]
+    assert "bản đăng ký" in " ".join(c["description"] for c in commands)
+
+
+async def test_language_switch_changes_every_following_message(svc, lan):
+    said = await say(svc, lan, "/language")
+    assert said.templates == ["language/choose"]
+    said = await press(svc, lan, label(svc, "lang_en"))
+    assert said.templates == ["language/set"] and "English" in said.text
+    said = await say(svc, lan, "/topic")
+    assert "Studying and following" in said.text or "practising democracy" in said.text
+    await press(svc, lan, label(svc, "lesson_first", "en"))
+    said = await say(svc, lan, "/pledge")
+    assert "Part 1/4" in said.last.text
+
+
+async def test_the_same_update_delivered_twice_has_one_effect(svc, lan, emulator):
+    await say(svc, lan, "/pledge")
+    update_id = await lan.send("Một câu trả lời duy nhất.")
+    await lan.replies_until_idle(idle=0.3)
+    emulator.redeliver(update_id)
+    again = await lan.replies_until_idle(idle=0.3)
+    assert again == []
+    async with svc.db.reader() as session:
+        [pledge] = (await session.exec(select(Pledge))).all()
+        processed = (await session.exec(select(ProcessedUpdate))).all()
+    assert pledge.draft == {"thought": "Một câu trả lời duy nhất."}
+    assert len([p for p in processed if p.update_id == update_id]) == 1
+
+
+async def test_a_pledge_longer_than_one_message_is_split_safely(svc, lan):
+    await say(svc, lan, "/pledge")
+    for index in range(4):
+        await say(svc, lan, f"<{index}> " + "Làm theo Bác & " * 66)  # ~1000 characters each
+    said = await press(svc, lan, label(svc, "submit"))
+    said = await say(svc, lan, "/mypledge")
+    assert len(said.messages) == 2  # the emulator refuses anything over 4096 characters
+    assert all(len(m.text) <= 4096 for m in said.messages)
+    joined = " ".join(" ".join(m.text.split()) for m in said.messages)
+    assert joined.count("Làm theo Bác &") == 4 * 66  # nothing lost at the cut
+
+
+async def test_an_unexpected_error_is_apologised_for_and_logged_without_the_token(
+    svc, lan, caplog, monkeypatch
+):
+    from bot.logs import setup_logging
+    from bot.services import pledges
+
+    await say(svc, lan, "/pledge")
+    await say(svc, lan, "Bản nháp phải còn nguyên.")
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError(f"database exploded near {TOKEN} for +84912111222")
+
+    monkeypatch.setattr(pledges, "answer", broken)
+    caplog.set_level(logging.ERROR)
+    setup_logging([TOKEN])
+    said = await say(svc, lan, "Câu này gây lỗi.")
+    assert said.templates == ["common/error"]
+    assert "không có dữ liệu nào bị mất" in said.text.lower()
+    logged = "\n".join(
+        record.getMessage() + (record.exc_text or "") for record in caplog.records
+    ) + caplog.text
+    assert "database exploded" in logged
+    assert TOKEN not in logged and "+84912111222" not in logged
+    monkeypatch.undo()
+    said = await say(svc, lan, "/mypledge")
+    assert "Bản nháp phải còn nguyên." in said.text
