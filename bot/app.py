@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from telegram import BotCommand, Update
 from telegram.constants import ParseMode
@@ -102,3 +104,26 @@ async def _post_shutdown(application: Application) -> None:
     svc: Services = application.bot_data[BOT_DATA_KEY]
     if svc.owns_db:
         await svc.db.dispose()
+
+
+@asynccontextmanager
+async def polling(application: Application, poll_timeout: int = 10) -> AsyncIterator[Application]:
+    """Run inside an already running event loop, with the lifecycle `run_polling` would give.
+
+    PTB calls post_init/post_shutdown only from run_polling/run_webhook, which own the loop;
+    the sandbox and the tests share their loop with the emulator, so they come through here.
+    """
+    await application.initialize()
+    if application.post_init:
+        await application.post_init(application)
+    await application.start()
+    assert application.updater is not None
+    await application.updater.start_polling(poll_interval=0, timeout=poll_timeout)
+    try:
+        yield application
+    finally:
+        await application.updater.stop()
+        await application.stop()
+        await application.shutdown()
+        if application.post_shutdown:
+            await application.post_shutdown(application)

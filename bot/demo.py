@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 DEMO_TOKEN = "123456789:DEMO-sandbox-token-not-secret-000"
 DEMO_BOT_USERNAME = "chuyende_demo_bot"
 DEMO_CAMPAIGN = "binh-thuan-2024"
+EXPIRED_CODE = "het-han-demo"
+NEWCOMER_PHONE = "+84987654321"
 
 # (code, name, parent code)
 DEMO_TREE = [
@@ -94,9 +96,11 @@ class Persona:
     unit: str
     hint: str
     phone: str
+    start: str | None = None  # the invite code the page's Start button opens
 
     def as_dict(self) -> dict[str, object]:
         return {
+            "start": self.start,
             "user_id": self.user_id,
             "name": self.name,
             "role": self.role,
@@ -180,59 +184,55 @@ async def seed_demo(
     invite = await create_invite(session, units["PT-MAY"], at, Role.member, None, 30)
     stranger_invite = await create_invite(session, units["PT-THPT"], at, Role.member, None, 30)
     await _expired_invite(session, units["PT-MAY"], at)
+    hints = _labels(
+        svc,
+        "demo/personas",
+        roster_code=invite.code,
+        newcomer_code=stranger_invite.code,
+        expired_code=EXPIRED_CODE,
+    )
+    school_name, factory_name = units["PT-THPT"].name, units["PT-MAY"].name
     return [
-        Persona(
-            9001,
-            lan.full_name,
-            "member",
-            units["PT-THPT"].name,
-            "Đoàn viên chưa nộp bản đăng ký: gõ /topic rồi /pledge. "
-            "Member who has not pledged yet: try /topic then /pledge.",
-            lan.phone or "",
-        ),
-        Persona(
-            9002,
-            hung.full_name,
-            "member",
-            units["PT-THPT"].name,
-            "Đã nộp, có 2 phiên bản: gõ /mypledge. Already pledged: try /mypledge.",
-            hung.phone or "",
-        ),
+        Persona(9001, lan.full_name, "member", school_name, hints["not_pledged"], lan.phone or ""),
+        Persona(9002, hung.full_name, "member", school_name, hints["pledged"], hung.phone or ""),
         Persona(
             9003,
             factory[-1].full_name,
             "member",
-            units["PT-MAY"].name,
-            f"Chưa tham gia bot, có trong danh sách: gõ /start {invite.code} rồi chia sẻ số. "
-            f"Not joined yet, on the roster: type /start {invite.code} and share the phone.",
+            factory_name,
+            hints["on_roster"],
             newcomer_phone or "",
+            start=invite.code,
         ),
         Persona(
             9006,
-            "Người mới / Newcomer",
+            hints["newcomer_name"],
             "member",
-            units["PT-THPT"].name,
-            f"Chưa có trong danh sách: gõ /start {stranger_invite.code}, chia sẻ số, nhập tên. "
-            f"Not on the roster: /start {stranger_invite.code}, share phone, type a name.",
-            "+84987654321",
+            school_name,
+            hints["newcomer"],
+            NEWCOMER_PHONE,
+            start=stranger_invite.code,
         ),
         Persona(
-            9004,
-            officer.full_name,
-            "officer",
-            units["PT-THPT"].name,
-            "Cán bộ công đoàn cơ sở. Grassroots union officer.",
-            officer.phone or "",
+            9004, officer.full_name, "officer", school_name, hints["officer"], officer.phone or ""
         ),
         Persona(
             9005,
             leader.full_name,
             "leader",
             units["BT-HTB"].name,
-            "Lãnh đạo LĐLĐ huyện. District federation leader.",
+            hints["leader"],
             leader.phone or "",
         ),
     ]
+
+
+def _labels(svc: Services, template: str, **context: object) -> dict[str, str]:
+    """A `key: text` template read as a dict (persona hints are texts people read)."""
+    text = svc.renderer.text(template, svc.settings.locale, **context)
+    return {
+        k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in text.splitlines() if ":" in ln)
+    }
 
 
 async def _expired_invite(session: AsyncSession, unit: Unit, at: datetime) -> None:
@@ -251,7 +251,7 @@ async def _expired_invite(session: AsyncSession, unit: Unit, at: datetime) -> No
 
 async def run_demo(port: int, now: datetime, database: Path) -> None:
     """Start everything on loopback and run until interrupted."""
-    from bot.app import build_application
+    from bot.app import build_application, polling
     from bot.channels.emulator import BotApiEmulator
     from bot.logs import setup_logging
     from bot.migrate import upgrade_async
@@ -275,22 +275,15 @@ async def run_demo(port: int, now: datetime, database: Path) -> None:
     async with svc.db.session() as session:
         personas = await seed_demo(session, svc)
     emulator.set_personas([p.as_dict() for p in personas])
-    application = build_application(svc)
-    async with application:
-        await application.start()
-        await application.updater.start_polling(poll_interval=0, timeout=10)
-        print(
-            svc.renderer.text(
-                "cli/demo_ready",
-                svc.settings.locale,
-                url=f"http://127.0.0.1:{port}",
-                now=svc.clock.local_now(),
-            ),
-            flush=True,
+    async with polling(build_application(svc)):
+        ready = svc.renderer.text(
+            "cli/demo_ready",
+            svc.settings.locale,
+            url=f"http://127.0.0.1:{port}",
+            now=svc.clock.local_now(),
         )
+        print(ready, flush=True)
         try:
             await asyncio.Event().wait()
         finally:
-            await application.updater.stop()
-            await application.stop()
             await emulator.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -81,24 +82,18 @@ class RunningBot:
 
     def __init__(self, svc: Services) -> None:
         self.svc = svc
-        self.application = None
+        self._running = None
 
     async def start(self) -> None:
-        from bot.app import build_application
+        from bot.app import build_application, polling
 
-        self.application = build_application(self.svc)
-        await self.application.initialize()
-        await self.application.post_init(self.application)
-        await self.application.start()
-        await self.application.updater.start_polling(poll_interval=0, timeout=1)
+        self._running = polling(build_application(self.svc), poll_timeout=1)
+        await self._running.__aenter__()
 
     async def stop(self) -> None:
-        if self.application is None:
-            return
-        await self.application.updater.stop()
-        await self.application.stop()
-        await self.application.shutdown()
-        self.application = None
+        if self._running is not None:
+            await self._running.__aexit__(None, None, None)
+            self._running = None
 
     async def restart(self) -> None:
         """A new process, as far as the bot can tell: nothing carried over in memory."""
@@ -120,3 +115,33 @@ async def union(svc: Services) -> factories.DemoUnion:
     """Province → district → two grassroots unions, the 2024 campaign in force at the top."""
     async with svc.db.session() as session:
         return await factories.make_union(session, svc)
+
+
+@asynccontextmanager
+async def sandbox(tmp_path: Path):
+    """What `chuyende demo` runs, on a free port: emulator + page, seeded union, real bot."""
+    from bot.channels.emulator import BotApiEmulator
+    from bot.demo import DEMO_BOT_USERNAME, DEMO_TOKEN, seed_demo
+    from bot.migrate import upgrade_async
+
+    emu = BotApiEmulator(token=DEMO_TOKEN, bot_username=DEMO_BOT_USERNAME, page=True)
+    await emu.start()
+    url = f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}"
+    await upgrade_async(url)
+    settings = Settings(
+        TELEGRAM_BOT_TOKEN=DEMO_TOKEN,
+        TELEGRAM_API_BASE_URL=emu.base_url,
+        DATABASE_URL=url,
+        _env_file=None,
+    )
+    service = make_services(settings, now=START)
+    async with service.db.session() as session:
+        personas = await seed_demo(session, service)
+    emu.set_personas([p.as_dict() for p in personas])
+    running = RunningBot(service)
+    await running.start()
+    try:
+        yield service, emu.base_url, personas
+    finally:
+        await running.stop()
+        await emu.stop()
