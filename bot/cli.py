@@ -220,9 +220,13 @@ def run() -> None:
 @app.command("demo")
 def demo(
     port: Annotated[int, typer.Option(help="Port of the web chat page")] = 8080,
-    now: Annotated[datetime, typer.Option(help="Where the bot's clock starts")] = datetime(
-        2024, 4, 5, 8, 0
-    ),
+    now: Annotated[
+        datetime,
+        typer.Option(
+            help="Where the bot's clock starts, local time",
+            formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
+        ),
+    ] = datetime(2024, 4, 5, 8, 0),
     database: Annotated[Path, typer.Option(help="SQLite file, made fresh")] = Path(
         "chuyende-demo.db"
     ),

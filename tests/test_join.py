@@ -10,6 +10,12 @@ from tests import factories
 from tests.dialog import act, label, press, say, templates_since
 
 
+async def _agree(svc, user, code: str) -> None:
+    """Open the invite and accept the personal-data notice."""
+    await say(svc, user, f"/start {code}")
+    await press(svc, user, label(svc, "consent_yes"))
+
+
 async def _rows(svc, model):
     async with svc.db.reader() as session:
         return list((await session.exec(select(model))).all())
@@ -85,8 +91,7 @@ async def test_roster_member_is_found_by_phone_and_never_duplicated(svc, bot, em
         await factories.make_member(session, svc, union.school, "Trần Văn Nam", "+84912000111")
         invite = await factories.invite(session, svc, union.district)  # district-wide notice
     nam = emulator.user(504, first_name="Nam")
-    await say(svc, nam, f"/start {invite.code}")
-    await press(svc, nam, label(svc, "consent_yes"))
+    await _agree(svc, nam, invite.code)
     said = await act(svc, nam, lambda: nam.share_contact("912000111"))  # Excel dropped the 0
     assert said.templates == ["join/welcome"]
     assert "Trần Văn Nam" in said.text
@@ -107,8 +112,7 @@ async def test_new_phone_relinks_the_member_to_the_new_account(svc, bot, emulato
         await factories.link(session, svc, member, 505)
         invite = await factories.invite(session, svc, union.school)
     new_account = emulator.user(506, first_name="Mai")
-    await say(svc, new_account, f"/start {invite.code}")
-    await press(svc, new_account, label(svc, "consent_yes"))
+    await _agree(svc, new_account, invite.code)
     said = await act(svc, new_account, lambda: new_account.share_contact("+84933000222"))
     assert said.templates == ["join/welcome"]
     identities = {i.external_user_id: i.member_id for i in await _rows(svc, ChatIdentity)}
@@ -123,8 +127,7 @@ async def test_someone_elses_contact_is_refused(svc, bot, emulator, union):
         await factories.make_member(session, svc, union.school, "Phạm Văn Tâm", "+84944000333")
         invite = await factories.invite(session, svc, union.school)
     intruder = emulator.user(507, first_name="X")
-    await say(svc, intruder, f"/start {invite.code}")
-    await press(svc, intruder, label(svc, "consent_yes"))
+    await _agree(svc, intruder, invite.code)
     said = await act(svc, intruder, lambda: intruder.share_contact("+84944000333", user_id=999))
     assert said.templates == ["join/phone_not_own"]
     said = await say(svc, intruder, "0944000333")  # typing the number is not proof either
@@ -138,8 +141,7 @@ async def test_phone_of_another_unit_is_refused_without_naming_it(svc, bot, emul
         await factories.make_member(session, svc, union.factory, "Võ Thị Yến", "+84955000444")
         invite = await factories.invite(session, svc, union.school)
     yen = emulator.user(508, first_name="Yến")
-    await say(svc, yen, f"/start {invite.code}")
-    await press(svc, yen, label(svc, "consent_yes"))
+    await _agree(svc, yen, invite.code)
     said = await act(svc, yen, lambda: yen.share_contact("+84955000444"))
     assert said.templates == ["join/phone_elsewhere"]
     assert "May" not in said.text
@@ -163,8 +165,7 @@ async def test_bad_names_are_refused_and_the_step_stays(svc, bot, emulator, unio
     async with svc.db.session() as session:
         invite = await factories.invite(session, svc, union.school)
     user = emulator.user(510, first_name="K")
-    await say(svc, user, f"/start {invite.code}")
-    await press(svc, user, label(svc, "consent_yes"))
+    await _agree(svc, user, invite.code)
     await act(svc, user, lambda: user.share_contact("+84966000555"))
     said = await say(svc, user, name)
     assert said.templates == ["join/name_invalid"]
