@@ -1,7 +1,8 @@
 """``chuyende content check [DIR]``: everything wrong with a content folder, in one list.
 
-Checks the campaign files (through :mod:`bot.catalog`) and the message templates under
-``templates/vi/`` and ``templates/en/``:
+Checks the content files through :mod:`bot.catalog` (the campaign files with their optional
+``reminders:`` blocks, ``reminders.yaml`` and ``holidays.yaml``, the last two required) and
+the message templates under ``templates/vi/`` and ``templates/en/``:
 
 - every template (``*.j2``, ``*.html``, ``*.txt``) has its twin in the other locale;
 - each parses as Jinja2, with the settings the bot renders with;
@@ -42,7 +43,8 @@ _LETTER_RE = re.compile(r"[^\W\d_]")
 
 
 def check_content(content_dir: Path) -> list[ContentProblem]:
-    """Every problem of the content folder ``content_dir``; an empty list means it is fine."""
+    """Every problem of the content folder ``content_dir``: campaigns, reminder policy,
+    holidays and templates. An empty list means it is fine."""
     content_dir = Path(content_dir)
     if not content_dir.is_dir():
         return [ContentProblem(content_dir.as_posix(), "", "not a folder")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import functools
+import json
 import shutil
 import unicodedata
 from pathlib import Path
@@ -12,16 +13,22 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
+from typer.testing import CliRunner
 
 from bot.catalog import (
     CampaignSpec,
     ContentError,
     ContentProblem,
     LocalizedText,
+    ReminderPolicyOverride,
+    ReminderPolicySpec,
+    ReminderWindow,
     collect_catalog,
     default_content_dir,
     load_catalog,
 )
+from bot.cli import app
 from bot.content_check import check_content
 
 SHIPPED = Path(__file__).resolve().parent.parent / "content"
@@ -145,9 +152,12 @@ def test_shipped_texts_are_nfc_plain_and_short_enough() -> None:
 
 @pytest.fixture
 def content(tmp_path: Path) -> Path:
-    """A copy of the shipped campaigns (without templates) to break."""
+    """A copy of the shipped campaigns, reminder policy and holidays (without templates)
+    to break."""
     root = tmp_path / "content"
     shutil.copytree(SHIPPED / "campaigns", root / "campaigns")
+    for name in ("reminders.yaml", "holidays.yaml"):
+        shutil.copy(SHIPPED / name, root / name)
     return root
 
 
@@ -301,8 +311,8 @@ def test_load_catalog_raises_content_error_with_every_problem(content: Path) -> 
 
 
 def test_missing_campaigns_folder(tmp_path: Path) -> None:
-    problem = only(problems_of(tmp_path))
-    assert problem.file == "campaigns"
+    problems = problems_of(tmp_path)
+    assert [p.file for p in problems] == ["campaigns", "reminders.yaml", "holidays.yaml"]
 
 
 # --- templates ----------------------------------------------------------------------------
@@ -400,3 +410,249 @@ def test_a_deadline_date_round_trips_and_last_day_follows_inclusive(
     deadline = CampaignSpec.model_validate(data).deadlines[1]
     assert deadline.date == date
     assert deadline.last_day == (date if inclusive else date - dt.timedelta(days=1))
+
+
+# --- reminder policy and holidays ---------------------------------------------------------
+
+
+REMINDERS = "reminders.yaml"
+HOLIDAYS = "holidays.yaml"
+
+
+def test_shipped_reminder_policy() -> None:
+    policy = load_catalog(SHIPPED).default_reminder_policy
+    assert policy.offsets_days == (7, 3, 1, 0)
+    assert (policy.window.start, policy.window.end) == (dt.time(7, 30), dt.time(20, 30))
+    assert policy.skip_holidays is True
+    assert (policy.digest_days_before, policy.digest_days_after) == (3, 1)
+    assert policy.window.allows(dt.time(7, 30)) and policy.window.allows(dt.time(20, 29))
+    assert not policy.window.allows(dt.time(7, 29)) and not policy.window.allows(dt.time(20, 30))
+
+
+def test_shipped_campaigns_keep_the_default_policy() -> None:
+    # No seed document says anything about reminders, so no campaign overrides them.
+    catalog = load_catalog(SHIPPED)
+    for campaign_id, campaign in catalog.campaigns.items():
+        assert campaign.reminders is None
+        assert catalog.reminder_policy(campaign_id) == catalog.default_reminder_policy
+
+
+def test_shipped_holidays() -> None:
+    catalog = load_catalog(SHIPPED)
+    assert dt.date(2024, 2, 10) in catalog.holidays  # Tết Giáp Thìn
+    assert dt.date(2024, 4, 30) in catalog.holidays
+    assert dt.date(2024, 4, 5) not in catalog.holidays
+    assert dt.date(2022, 4, 11) in catalog.holidays  # Giỗ Tổ 2022 fell on a Sunday
+    assert dt.date(2024, 4, 29) not in catalog.holidays  # swapped for a Saturday, left out
+    assert catalog.holiday_name(dt.date(2024, 2, 10), "vi") == "Tết Nguyên đán Giáp Thìn"
+    assert catalog.holiday_name(dt.date(2024, 2, 10), "en") == "Lunar New Year (Tết)"
+    assert catalog.holiday_name(dt.date(2024, 4, 18), "vi") == "Giỗ Tổ Hùng Vương"
+    assert catalog.holiday_name(dt.date(2024, 4, 5), "vi") is None
+    assert catalog.holiday_years == {2022, 2023, 2024, 2025}
+    for year in (2022, 2023, 2024, 2025):
+        assert dt.date(year, 1, 1) in catalog.holidays
+        assert {dt.date(year, 4, 30), dt.date(year, 5, 1), dt.date(year, 9, 2)} <= catalog.holidays
+    tet_2025 = {
+        day for day in catalog.holidays if dt.date(2025, 1, 20) <= day <= dt.date(2025, 2, 9)
+    }
+    assert (min(tet_2025), max(tet_2025), len(tet_2025)) == (
+        dt.date(2025, 1, 25),
+        dt.date(2025, 2, 2),
+        9,
+    )
+
+
+BT_REMINDERS = """reminders:
+  offsets_days: [1, 5]
+  window: {start: "08:00", end: "17:00"}
+lessons:
+"""
+
+
+def test_campaign_reminders_block_overrides_the_default(content: Path) -> None:
+    edit(content / BT, "\nlessons:\n", "\n" + BT_REMINDERS)
+    catalog = load_catalog(content)
+    policy = catalog.reminder_policy("binh-thuan-2024")
+    assert policy.offsets_days == (5, 1)  # sorted, the earliest reminder first
+    assert policy.window == ReminderWindow(start=dt.time(8), end=dt.time(17))
+    assert policy.skip_holidays is True  # the rest comes from reminders.yaml
+    assert (policy.digest_days_before, policy.digest_days_after) == (3, 1)
+    assert catalog.reminder_policy("long-bien-2023") == catalog.default_reminder_policy
+
+
+def test_a_units_override_merges_on_top_and_is_validated() -> None:
+    catalog = load_catalog(SHIPPED)
+    base = catalog.reminder_policy("binh-thuan-2024")
+    merged = base.merged({"skip_holidays": False, "digest_days_after": 2})
+    assert (merged.skip_holidays, merged.digest_days_after) == (False, 2)
+    assert (merged.offsets_days, merged.window) == (base.offsets_days, base.window)
+    assert base.merged(None) is base
+    assert base.merged(ReminderPolicyOverride()) == base
+    with pytest.raises(ValidationError):
+        base.merged({"offsets_days": [3, 3]})
+    with pytest.raises(ValidationError):
+        base.merged({"window": {"start": "21:00", "end": "08:00"}})
+    with pytest.raises(ValidationError):
+        base.merged({"quiet": True})
+
+
+def test_reminder_policy_json_round_trip() -> None:
+    catalog = load_catalog(SHIPPED)
+    for policy in (
+        catalog.default_reminder_policy,
+        catalog.default_reminder_policy.merged({"offsets_days": [0, 14], "skip_holidays": False}),
+    ):
+        stored = json.loads(json.dumps(policy.model_dump(mode="json")))
+        assert stored["window"] == {"start": "07:30", "end": "20:30"}
+        assert ReminderPolicySpec.model_validate(stored) == policy
+
+
+@given(
+    st.sets(st.integers(min_value=0, max_value=60), max_size=6),
+    st.integers(min_value=0, max_value=24 * 60 - 2),
+    st.integers(min_value=1, max_value=24 * 60 - 1),
+    st.booleans(),
+)
+def test_any_valid_policy_round_trips_through_json(
+    offsets: set[int], start: int, length: int, skip: bool
+) -> None:
+    end = min(start + length, 24 * 60 - 1)
+    policy = ReminderPolicySpec(
+        offsets_days=tuple(offsets),
+        window=ReminderWindow(
+            start=dt.time(start // 60, start % 60), end=dt.time(end // 60, end % 60)
+        ),
+        skip_holidays=skip,
+        digest_days_before=3,
+        digest_days_after=1,
+    )
+    assert policy.offsets_days == tuple(sorted(offsets, reverse=True))
+    dumped = json.dumps(policy.model_dump(mode="json"))
+    assert ReminderPolicySpec.model_validate(json.loads(dumped)) == policy
+    assert ReminderPolicySpec.model_validate_json(dumped) == policy
+
+
+def test_policy_with_a_bad_time(content: Path) -> None:
+    edit(content / REMINDERS, 'start: "07:30"', 'start: "7h30"')
+    problem = only(problems_of(content))
+    assert str(problem) == f"{REMINDERS}: window.start: invalid time '7h30', write it as HH:MM"
+
+
+def test_policy_with_a_time_yaml_reads_as_a_number(content: Path) -> None:
+    edit(content / REMINDERS, 'start: "07:30"', "start: 7:30")  # YAML 1.1: base 60, 450
+    problem = only(problems_of(content))
+    assert (problem.file, problem.field) == (REMINDERS, "window.start")
+    assert 'write it as "07:30"' in problem.message
+
+
+def test_policy_window_ending_before_it_starts(content: Path) -> None:
+    edit(content / REMINDERS, 'end: "20:30"', 'end: "06:00"')
+    problem = only(problems_of(content))
+    assert (problem.file, problem.field) == (REMINDERS, "window.end")
+    assert "not after start 07:30" in problem.message
+
+
+def test_policy_with_a_duplicate_offset(content: Path) -> None:
+    edit(content / REMINDERS, "[7, 3, 1, 0]", "[7, 3, 3, 0]")
+    problem = only(problems_of(content))
+    assert (problem.file, problem.field) == (REMINDERS, "offsets_days[2]")
+    assert problem.message.startswith("duplicate 3")
+
+
+def test_policy_with_a_negative_offset(content: Path) -> None:
+    edit(content / REMINDERS, "[7, 3, 1, 0]", "[7, 3, 1, -1]")
+    problem = only(problems_of(content))
+    assert (problem.file, problem.field) == (REMINDERS, "offsets_days[3]")
+
+
+def test_policy_with_an_unknown_field(content: Path) -> None:
+    edit(content / REMINDERS, "skip_holidays: true", "skip_holidays: true\nquiet_sundays: true")
+    problem = only(problems_of(content))
+    assert (problem.file, problem.field) == (REMINDERS, "quiet_sundays")
+    assert "unknown field" in problem.message
+
+
+def test_policy_with_a_digest_day_of_zero(content: Path) -> None:
+    edit(content / REMINDERS, "digest_days_after: 1", "digest_days_after: 0")
+    problem = only(problems_of(content))
+    assert (problem.file, problem.field) == (REMINDERS, "digest_days_after")
+
+
+def test_campaign_reminders_block_with_a_duplicate_offset(content: Path) -> None:
+    edit(content / BT, "\nlessons:\n", "\n" + BT_REMINDERS.replace("[1, 5]", "[5, 3, 3]"))
+    problem = only(problems_of(content))
+    assert str(problem) == f"{BT}: reminders.offsets_days[2]: duplicate 3 (also offsets_days[1])"
+
+
+def test_campaign_reminders_block_with_bad_window_and_unknown_field(content: Path) -> None:
+    block = BT_REMINDERS.replace('end: "17:00"', 'end: "08:00"').replace(
+        "lessons:", "  skip_holiday: false\nlessons:"
+    )
+    edit(content / BT, "\nlessons:\n", "\n" + block)
+    problems = problems_of(content)
+    assert {(p.file, p.field) for p in problems} == {
+        (BT, "reminders.skip_holiday"),
+    }
+    # The unknown field stops validation first; fixed, the window is reported.
+    edit(content / BT, "  skip_holiday: false\n", "")
+    problem = only(problems_of(content))
+    assert (problem.file, problem.field) == (BT, "reminders.window.end")
+
+
+def test_holiday_range_ending_before_it_starts(content: Path) -> None:
+    edit(content / HOLIDAYS, "to: 2022-02-06", "to: 2022-01-06")
+    problem = only(problems_of(content))
+    assert (problem.file, problem.field) == (HOLIDAYS, "holidays[2].to")
+    assert "before from" in problem.message
+
+
+def test_holiday_with_an_invalid_date(content: Path) -> None:
+    edit(content / HOLIDAYS, "date: 2024-04-18", "date: 2024-04-31")
+    problem = only(problems_of(content))
+    assert str(problem) == (
+        f"{HOLIDAYS}: holidays[20].date: invalid date '2024-04-31', write it as YYYY-MM-DD"
+    )
+
+
+def test_holiday_with_both_date_and_range(content: Path) -> None:
+    edit(content / HOLIDAYS, "  - date: 2024-04-18\n", "  - date: 2024-04-18\n    to: 2024-04-19\n")
+    problem = only(problems_of(content))
+    assert (problem.file, problem.field) == (HOLIDAYS, "holidays[20].to")
+
+
+def test_holiday_listed_twice(content: Path) -> None:
+    edit(content / HOLIDAYS, "date: 2024-04-18", "date: 2024-02-10")
+    problem = only(problems_of(content))
+    assert (problem.file, problem.field) == (HOLIDAYS, "holidays[20].date")
+    assert "2024-02-10 is also in holidays[19]" in problem.message
+
+
+def test_holiday_without_an_english_name(content: Path) -> None:
+    edit(content / HOLIDAYS, 'en: "Reunification Day"}', 'en: ""}', count=4)
+    problems = problems_of(content)
+    assert {p.field for p in problems} == {f"holidays[{i}].name.en" for i in (5, 13, 21, 27)}
+
+
+def test_missing_policy_and_holiday_files(content: Path) -> None:
+    (content / REMINDERS).unlink()
+    (content / HOLIDAYS).unlink()
+    problems = problems_of(content)
+    assert [(p.file, p.field) for p in problems] == [(REMINDERS, ""), (HOLIDAYS, "")]
+    assert "missing" in problems[0].message
+    catalog, _ = collect_catalog(content)
+    assert catalog.holidays == frozenset()
+    with pytest.raises(LookupError, match=r"reminders\.yaml"):
+        _ = catalog.default_reminder_policy
+    with pytest.raises(ContentError):
+        load_catalog(content)
+
+
+def test_content_check_command_on_a_broken_policy(tmp_path: Path) -> None:
+    broken = tmp_path / "content"
+    shutil.copytree(SHIPPED, broken)
+    edit(broken / REMINDERS, 'start: "07:30"', 'start: "7h30"')
+    edit(broken / HOLIDAYS, "to: 2022-02-06", "to: 2022-01-06")
+    result = CliRunner().invoke(app, ["content", "check", str(broken)])
+    assert result.exit_code == 1
+    assert f"{REMINDERS}: window.start: invalid time '7h30'" in result.output
+    assert f"{HOLIDAYS}: holidays[2].to:" in result.output
