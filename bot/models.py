@@ -70,6 +70,7 @@ class Member(SQLModel, table=True):
     member_code: str | None = Field(default=None, max_length=64)
     position: str | None = Field(default=None, max_length=120)
     active: bool = True
+    reminders_muted_until: date | None = None  # leave, sickness: no reminders up to this day
     created_at: datetime | None = _utc_column()
 
 
@@ -149,6 +150,7 @@ class Campaign(SQLModel, table=True):
     term_topic: str
     term_topic_en: str
     pledge_sections: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    reminder_policy: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     applied_at: datetime | None = _utc_column()
 
 
@@ -220,3 +222,82 @@ class ProcessedUpdate(SQLModel, table=True):
         sa_type=BigInteger, primary_key=True, sa_column_kwargs={"autoincrement": False}
     )
     processed_at: datetime | None = _utc_column()
+
+
+class OutboxStatus(StrEnum):
+    pending = "pending"
+    claimed = "claimed"
+    sent = "sent"
+    failed = "failed"
+    blocked = "blocked"
+    cancelled = "cancelled"
+
+
+class OutboxMessage(SQLModel, table=True):
+    """A message the bot sends on its own: claimed, sent, then marked, exactly once.
+
+    `dedupe_key` names what the message is for ("rem:12:3:m45"); the unique index makes a
+    second process's (or a second tick's) attempt to queue it again a no-op.
+    """
+
+    __table_args__ = (Index("ix_outbox_due", "status", "not_before"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    dedupe_key: str = Field(unique=True, max_length=160)
+    kind: str = Field(max_length=32)
+    identity_id: int | None = Field(default=None, foreign_key="chatidentity.id", index=True)
+    chat_id: str = Field(max_length=64)
+    text: str
+    reply_markup: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    status: OutboxStatus = Field(default=OutboxStatus.pending, max_length=16)
+    attempts: int = 0
+    not_before: datetime | None = _utc_column()
+    claimed_until: datetime | None = _utc_column()
+    claimed_by: str | None = Field(default=None, max_length=64)
+    created_at: datetime | None = _utc_column()
+    sent_at: datetime | None = _utc_column()
+    last_error: str | None = Field(default=None, max_length=500)
+
+
+class ReminderStatus(StrEnum):
+    queued = "queued"  # in the outbox; its delivery status is there
+    superseded = "superseded"  # a later offset was due at the same time: one message, not a burst
+    skipped = "skipped"  # its chance passed (bot down until after the last day)
+
+
+class NoticeKind(StrEnum):
+    reminder = "reminder"  # before a deadline, to whoever still owes it
+    late = "late"  # once after the deadline, to a member who still owes it
+    late_list = "late_list"  # once after the deadline, to each officer: their unit's late list
+    digest = "digest"  # to leaders, some days before and after each deadline
+
+
+class ReminderLog(SQLModel, table=True):
+    """One row per (kind, person, deadline, offset, unit): each notice is decided once, ever.
+
+    `offset_days` counts days before the deadline's last day (negative: after it). `unit_id`
+    is 0 for a member's own deadline and otherwise the unit the notice is about, so the
+    unique key has no NULLs on either database.
+    """
+
+    __table_args__ = (
+        UniqueConstraint("kind", "member_id", "deadline_id", "offset_days", "unit_id"),
+        Index("ix_reminderlog_member", "member_id", "deadline_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: NoticeKind = Field(default=NoticeKind.reminder, max_length=16)
+    member_id: int = Field(foreign_key="member.id")
+    deadline_id: int = Field(foreign_key="deadline.id")
+    offset_days: int
+    unit_id: int = 0
+    status: ReminderStatus = Field(max_length=16)
+    outbox_id: int | None = Field(default=None, foreign_key="outboxmessage.id")
+    created_at: datetime | None = _utc_column()
+
+
+class DeadlineSweep(SQLModel, table=True):
+    """A deadline whose missed reminders were recorded as skipped, so the sweep runs once."""
+
+    deadline_id: int = Field(foreign_key="deadline.id", primary_key=True)
+    swept_at: datetime | None = _utc_column()

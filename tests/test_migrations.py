@@ -18,7 +18,8 @@ async def _empty(database_url: str) -> None:
     async with database.engine.begin() as conn:
         await conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
         if conn.dialect.name == "postgresql":  # enum types outlive their tables
-            for enum in ("unitlevel", "role", "owedby", "pledgestatus"):
+            for enum in ("unitlevel", "role", "owedby", "pledgestatus", "outboxstatus",
+                         "reminderstatus", "noticekind"):
                 await conn.execute(text(f"DROP TYPE IF EXISTS {enum}"))
     await database.dispose()
 
