@@ -89,3 +89,13 @@ async def grassroots_of(session: AsyncSession, unit: Unit) -> Unit | None:
         if by_id[unit_id].level == UnitLevel.grassroots:
             return by_id[unit_id]
     return None
+
+
+def grassroots_among(unit: Unit, units: dict[int, Unit]) -> Unit:
+    """The CĐCS `unit` belongs to, looked up in `units`: itself or its nearest grassroots
+    ancestor; a unit with none above it (a district's own staff) stands for itself."""
+    for unit_id in reversed([int(p) for p in unit.path.strip("/").split("/") if p]):
+        candidate = units.get(unit_id)
+        if candidate is not None and candidate.level == UnitLevel.grassroots:
+            return candidate
+    return unit
