@@ -9,10 +9,10 @@ from contextlib import asynccontextmanager
 from telegram import BotCommand, Update
 from telegram.constants import ParseMode
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     ApplicationBuilder,
     CallbackQueryHandler,
+    ChatMemberHandler,
     CommandHandler,
     Defaults,
     MessageHandler,
@@ -22,12 +22,15 @@ from telegram.ext import (
 from telegram.request import BaseRequest
 
 from bot.context import BOT_DATA_KEY, Services
-from handlers import guards, pledge, router, start, topic
+from bot.ratelimit import LaneRateLimiter
+from handlers import guards, pending, pledge, reminders, router, start, topic
 
 logger = logging.getLogger(__name__)
 
 # Commands shown in Telegram's menu, in this order; descriptions come from a template.
-MENU_COMMANDS = ("start", "topic", "pledge", "mypledge", "help", "language", "cancel")
+MENU_COMMANDS = (
+    "start", "topic", "pledge", "mypledge", "reminders", "help", "language", "cancel",
+)
 
 
 def build_application(
@@ -43,7 +46,7 @@ def build_application(
         .base_url(svc.settings.bot_api_url)
         .base_file_url(svc.settings.bot_file_url)
         .defaults(Defaults(parse_mode=ParseMode.HTML, tzinfo=svc.clock.tz))
-        .rate_limiter(AIORateLimiter(max_retries=2))
+        .rate_limiter(LaneRateLimiter(per_bot=svc.settings.per_bot_rate))
         .post_init(_post_init)
         .post_shutdown(_post_shutdown)
     )
@@ -70,9 +73,13 @@ def add_handlers(application: Application) -> None:
             CommandHandler("topic", topic.topic, filters=private),
             CommandHandler("pledge", pledge.pledge, filters=private),
             CommandHandler("mypledge", pledge.my_pledge, filters=private),
+        CommandHandler("reminders", reminders.reminders, filters=private),
+        CommandHandler("pending", pending.pending, filters=private),
+        ChatMemberHandler(reminders.chat_member, ChatMemberHandler.MY_CHAT_MEMBER),
             CallbackQueryHandler(start.consent, pattern=r"^cs:"),
             CallbackQueryHandler(start.language_chosen, pattern=r"^lang:"),
             CallbackQueryHandler(topic.lesson_page, pattern=r"^tp:"),
+        CallbackQueryHandler(reminders.reminders_button, pattern=r"^rm:"),
             CallbackQueryHandler(pledge.pledge, pattern=r"^pl:open$"),
             CallbackQueryHandler(pledge.wizard_button, pattern=r"^pl:"),
             CallbackQueryHandler(guards.unknown_button),
@@ -98,9 +105,16 @@ async def _post_init(application: Application) -> None:
     await application.bot.set_my_commands(menu_commands(svc, svc.settings.locale))
     other = "en" if svc.settings.locale == "vi" else "vi"
     await application.bot.set_my_commands(menu_commands(svc, other), language_code=other)
+    if svc.settings.background:
+        from scheduler.setup import start_background
+
+        await start_background(application)
 
 
 async def _post_shutdown(application: Application) -> None:
+    from scheduler.setup import stop_background
+
+    await stop_background(application)
     svc: Services = application.bot_data[BOT_DATA_KEY]
     if svc.owns_db:
         await svc.db.dispose()

@@ -37,6 +37,14 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("CHUYENDE_WEBHOOK_SECRET", "webhook_secret")
     )
     now: datetime | None = Field(default=None, validation_alias=AliasChoices("CHUYENDE_NOW", "now"))
+    # Telegram's ceiling is ~30/s per bot (paid broadcasts lift it); background uses 80% of it.
+    per_bot_rate: float = Field(
+        default=30.0, gt=0, validation_alias=AliasChoices("CHUYENDE_PER_BOT_RATE", "per_bot_rate")
+    )
+    # Reminders, digests and outbox delivery; tests that drive ticks by hand turn it off.
+    background: bool = Field(
+        default=True, validation_alias=AliasChoices("CHUYENDE_BACKGROUND", "background")
+    )
 
     @field_validator("timezone")
     @classmethod

@@ -68,6 +68,7 @@ def settings(emulator, database_url: str) -> Settings:
         TELEGRAM_API_BASE_URL=emulator.base_url,
         DATABASE_URL=database_url,
         CHUYENDE_LOCALE="vi",
+        CHUYENDE_BACKGROUND=False,  # tests drive the ticks and the outbox by hand
         _env_file=None,
     )
 
@@ -88,7 +89,7 @@ class RunningBot:
         from bot.app import build_application, polling
 
         self._running = polling(build_application(self.svc), poll_timeout=1)
-        await self._running.__aenter__()
+        self.application = await self._running.__aenter__()
 
     async def stop(self) -> None:
         if self._running is not None:
