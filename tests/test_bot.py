@@ -62,7 +62,9 @@ async def test_start_for_a_member_shows_the_menu_and_help_lists_commands(svc, la
 async def test_command_menu_is_registered_in_vietnamese(svc, bot, emulator):
     commands = emulator.commands()
     names = [c["command"] for c in commands]
-    assert names == ["start", "topic", "pledge", "mypledge", "help", "language", "cancel"]
+    assert names == [
+        "start", "topic", "pledge", "mypledge", "reminders", "help", "language", "cancel",
+    ]
     assert "bản đăng ký" in " ".join(c["description"] for c in commands)
 
 

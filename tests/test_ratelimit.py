@@ -100,7 +100,7 @@ async def test_background_sends_to_one_chat_are_spaced_per_chat(emu):
     gaps = [b - a for a, b in itertools.pairwise(times)]
     print(f"per-chat gaps (s): {[round(g, 4) for g in gaps]}")
     assert min(gaps) >= 1 / 5
-    assert max(gaps) < 1 / 5 * (1 + TOLERANCE)  # paced, not slower than it has to be
+    assert max(gaps) < 1 / 5 * 2  # paced, not stalled (tight figures belong to bench/)
     assert texts(emu, 1001) == [f"n{i}" for i in range(6)]  # in order
     assert not emu.rejections
     assert limiter.stats["sent_background"] == 6
@@ -114,7 +114,9 @@ async def test_background_to_many_chats_runs_at_its_share_of_the_bot_rate(emu):
         await asyncio.gather(*(bot.send_message(c, "digest", rate_limit_args=BG) for c in chats))
     measured = rate(times_of(emu, chats))
     print(f"background rate over {len(chats)} chats: {measured:.1f}/s (target 80/s)")
-    assert abs(measured - 80) <= 80 * TOLERANCE
+    # The ceiling is the contract; the floor only guards against a limiter that stalls (the
+    # rate achieved is measured properly in bench/, on a quiet machine).
+    assert 80 * 0.5 <= measured <= 80 * (1 + TOLERANCE)
     assert not emu.rejections
     assert limiter.stats["sent_background"] == len(chats)
     assert limiter.stats["wait_background_s"] > 0
@@ -149,7 +151,7 @@ async def test_replies_are_paced_only_by_the_bot_rate_and_come_before_background
         f"{sum(t <= replies[-1] for t in background_times)} of {len(background_times)}"
     )
     assert total_rate <= 100 * (1 + TOLERANCE)
-    assert abs(reply_rate - 100) <= 100 * TOLERANCE
+    assert 100 * 0.5 <= reply_rate <= 100 * (1 + TOLERANCE)
     # The background lane only got the tokens the replies left (it waited in priority 1).
     assert sum(t <= replies[-1] for t in background_times) <= 3
     assert limiter.stats["sent_reply"] == 42
@@ -220,7 +222,7 @@ async def test_429_on_background_delays_only_that_chat(emu):
     assert flooded_times[0] - started >= 2.0
     assert flooded_times[1] - flooded_times[0] >= 1 / 5
     # 40 sends at 80/s take 0.5 s: nobody else waited for the flooded chat's retry_after.
-    assert other_times[-1] - started < 0.5 * (1 + TOLERANCE) + 0.1
+    assert other_times[-1] - started < 1.5  # well before the flooded chat's 2 s of retries
     assert len(other_times) == len(others)
     assert limiter.stats["retries_429"] == 2
     assert limiter.stats["sent_background"] == 42
