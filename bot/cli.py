@@ -116,6 +116,22 @@ def _parse_deadlines(values: list[str]) -> dict[str, date]:
     return overrides
 
 
+def _parse_policy(offsets: str | None, window: str | None) -> dict | None:
+    """The unit's own reminder policy from the command line; the service validates values."""
+    policy: dict = {}
+    if offsets is not None:
+        try:
+            policy["offsets_days"] = [int(part) for part in offsets.split(",") if part.strip()]
+        except ValueError:
+            raise typer.BadParameter(f"{offsets!r}: expected days like 7,3,1,0") from None
+    if window is not None:
+        start, sep, end = window.partition("-")
+        if not sep:
+            raise typer.BadParameter(f"{window!r}: expected HH:MM-HH:MM")
+        policy["window"] = {"start": start.strip(), "end": end.strip()}
+    return policy or None
+
+
 @campaign_app.command("apply")
 def campaign_apply(
     campaign_id: Annotated[str, typer.Argument(metavar="ID")],
@@ -124,18 +140,26 @@ def campaign_apply(
         list[str] | None,
         typer.Option(help="The unit's own last day, NAME=YYYY-MM-DD (repeatable)"),
     ] = None,
+    reminder_offsets: Annotated[
+        str | None,
+        typer.Option(help="Days before each last day to remind, e.g. 5,2,0 (default 7,3,1,0)"),
+    ] = None,
+    reminder_window: Annotated[
+        str | None, typer.Option(help="Local sending window, e.g. 08:00-20:00")
+    ] = None,
 ) -> None:
     """Put a shipped campaign (topic, lessons, deadlines) in force for a unit's subtree."""
     from bot.services.campaigns import apply_campaign
     from bot.services.units import require_unit
 
     overrides = _parse_deadlines(deadline or [])
+    policy = _parse_policy(reminder_offsets, reminder_window)
 
     async def action(svc):
         async with svc.db.session() as session:
             target = await require_unit(session, unit)
             campaign = await apply_campaign(
-                session, svc.catalog, campaign_id, target, svc.clock.now(), overrides
+                session, svc.catalog, campaign_id, target, svc.clock.now(), overrides, policy
             )
             return campaign, target
 

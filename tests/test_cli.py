@@ -112,3 +112,60 @@ def test_run_without_a_token_says_how_to_get_one(monkeypatch, tmp_path: Path):
     result = runner.invoke(app, ["run"])
     assert result.exit_code == 2
     assert "BotFather" in result.output
+
+
+def test_a_unit_sets_its_own_reminder_policy(admin, tmp_path):
+    import asyncio
+
+    from sqlmodel import select
+
+    from bot.db import Database
+    from bot.models import Campaign, Unit
+
+    admin("unit", "add", "BT", "LĐLĐ tỉnh Bình Thuận")
+    admin("unit", "add", "SCH", "CĐCS Trường THPT", "--parent", "BT")
+    result = admin(
+        "campaign",
+        "apply",
+        "binh-thuan-2024",
+        "--unit",
+        "SCH",
+        "--reminder-offsets",
+        "5,2,0",
+        "--reminder-window",
+        "08:00-19:00",
+    )
+    assert result.exit_code == 0, result.output
+
+    async def policies():
+        db = Database(f"sqlite+aiosqlite:///{tmp_path / 'admin.db'}")
+        async with db.reader() as session:
+            rows = (
+                await session.exec(select(Campaign, Unit).where(Campaign.unit_id == Unit.id))
+            ).all()
+        await db.dispose()
+        return {unit.code: campaign.reminder_policy for campaign, unit in rows}
+
+    policy = asyncio.run(policies())["SCH"]
+    assert policy["offsets_days"] == [5, 2, 0]
+    assert policy["window"] == {"start": "08:00:00", "end": "19:00:00"} or policy["window"] == {
+        "start": "08:00",
+        "end": "19:00",
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("--reminder-offsets", "3,3"), 1, "offsets_days"),
+        (("--reminder-offsets", "-1"), 1, "offsets_days"),
+        (("--reminder-window", "20:00-08:00"), 1, "window"),
+        (("--reminder-window", "8h"), 2, "HH:MM-HH:MM"),
+        (("--reminder-offsets", "a,b"), 2, "7,3,1,0"),
+    ],
+)
+def test_a_bad_reminder_policy_is_refused(admin, args, code, message):
+    admin("unit", "add", "BT", "LĐLĐ tỉnh Bình Thuận")
+    result = admin("campaign", "apply", "binh-thuan-2024", "--unit", "BT", *args)
+    assert result.exit_code == code, result.output
+    assert message in result.output

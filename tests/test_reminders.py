@@ -334,3 +334,20 @@ async def test_two_schedulers_on_one_database_send_each_reminder_once(town, data
     reminders = [m for m in town.people["lan"].bot_messages if "Nhắc hạn" in m.text]
     assert len(reminders) == 1, [m.text[:40] for m in reminders]
     assert len(sends) == len(town.people["lan"].bot_messages)
+
+
+async def test_a_lower_units_own_policy_replaces_the_shipped_one(town):
+    async with town.svc.db.session() as session:
+        await apply_campaign(
+            session,
+            town.svc.catalog,
+            "binh-thuan-2024",
+            town.union.school,
+            town.svc.clock.now(),
+            None,
+            {"offsets_days": [5, 0], "window": {"start": "09:00", "end": "17:00"}},
+        )
+    assert _pledge_reminders(await town.at("2/4", "10:00"), "lan") == []  # no 7-day one here
+    assert _pledge_reminders(await town.at("4/4", "08:59"), "lan") == []  # window opens at 9
+    [five] = _pledge_reminders(await town.at("4/4", "09:00"), "lan")
+    assert "còn 5 ngày" in five

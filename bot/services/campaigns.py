@@ -43,6 +43,7 @@ async def apply_campaign(
     unit: Unit,
     at: datetime,
     deadline_overrides: dict[str, date] | None = None,
+    reminder_override: dict[str, Any] | None = None,
 ) -> Campaign:
     """Put a shipped campaign in force for `unit`'s subtree; applying again refreshes it.
 
@@ -83,6 +84,10 @@ async def apply_campaign(
     campaign.term_topic = term.topic if term else ""
     campaign.term_topic_en = term.topic_en if term else ""
     campaign.pledge_sections = [section.model_dump(mode="json") for section in spec.pledge_sections]
+    # A unit's own reminder policy is stored whole; without one the shipped policy applies.
+    campaign.reminder_policy = (
+        _unit_policy(catalog, spec.id, reminder_override) if reminder_override else {}
+    )
     campaign.applied_at = at
     session.add(campaign)
     await session.flush()
@@ -141,6 +146,19 @@ async def apply_campaign(
         )
     await session.commit()
     return campaign
+
+
+def _unit_policy(catalog: Catalog, catalog_id: str, override: dict[str, Any]) -> dict[str, Any]:
+    from pydantic import ValidationError
+
+    try:
+        policy = catalog.reminder_policy(catalog_id).merged(override)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise Refusal("cli/reminder_policy_invalid", problems=problems) from None
+    return policy.model_dump(mode="json")
 
 
 # Deadlines a unit may set itself when its document gives none (name -> titles, owed by).
