@@ -275,6 +275,9 @@ async def run_demo(port: int, now: datetime, database: Path) -> None:
     async with svc.db.session() as session:
         personas = await seed_demo(session, svc)
     emulator.set_personas([p.as_dict() for p in personas])
+    for persona in personas:
+        if persona.start is None:  # already on the bot: their chat with it exists
+            emulator.user(persona.user_id, first_name=persona.name, started=True)
     # Messages carry the bot's time (5/4/2024…), not the wall clock, so the chat reads true.
     emulator.clock = lambda: svc.clock.now().timestamp()
     async with polling(build_application(svc)):

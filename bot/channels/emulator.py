@@ -1336,16 +1336,24 @@ class BotApiEmulator:
         language_code: str | None = "vi",
         *,
         phone: str | None = None,
+        started: bool = False,
     ) -> EmulatedUser:
-        """The emulated person with this id (created on first use; later calls return it)."""
+        """The emulated person with this id (created on first use; later calls return it).
+
+        ``started=True``: they opened the chat with the bot before (say, when they joined
+        months ago), so the bot may message them first, as Telegram allows.
+        """
         existing = self._users.get(user_id)
         if existing is not None:
+            if started:
+                self._chats[user_id].known = True
             return existing
         if user_id <= 0:
             raise ValueError("user ids are positive")
         user = EmulatedUser(self, user_id, first_name, last_name, username, language_code, phone)
         self._users[user_id] = user
         self._chats[user_id] = _Chat(user_id, "private", user=user)
+        self._chats[user_id].known = started
         return user
 
     @property

@@ -363,7 +363,8 @@ async def plan(session: AsyncSession, catalog: Catalog, now: datetime, tz: tzinf
                         Notice(NoticeKind.late, person, deadline, -1, context=base)
                     )
                 await _late_lists(session, unit, excluded, deadline, today, base, result)
-            if sendable:
+            # Digests count pledges, so they go with the member deadlines they measure.
+            if sendable and _owes(deadline) is not None:
                 await _digests(
                     session,
                     unit,
