@@ -8,7 +8,6 @@ from telegram import ChatMember, Update
 from telegram.ext import ContextTypes
 
 from bot.services import campaigns, mute
-from bot.services import deadlines as deadline_rules
 from bot.services.errors import Refusal
 from bot.services.people import load_person
 from handlers.common import CHANNEL, Turn, answer_query, keyboard, send, services, show, turn
@@ -23,14 +22,7 @@ async def _menu(update: Update, context: ContextTypes.DEFAULT_TYPE, t: Turn, not
         return
     assert t.person.member is not None
     today = t.services.clock.today()
-    ahead = [
-        {
-            "deadline": d,
-            "last_day": deadline_rules.last_day(d),
-            "days_left": deadline_rules.days_left(d, today),
-        }
-        for d in campaigns.deadlines_ahead(in_force, today)
-    ]
+    ahead = campaigns.upcoming(in_force, today)
     muted = mute.is_muted(t.person.member, today)
     rows = [[(t.label(f"mute_{days}"), f"rm:mute:{days}") for days in MUTE_CHOICES]]
     if muted:

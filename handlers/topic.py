@@ -6,7 +6,6 @@ from telegram import Update
 from telegram.ext import ContextTypes
 
 from bot.services import campaigns
-from bot.services import deadlines as deadline_rules
 from handlers.common import Turn, answer_query, keyboard, send, show, turn
 
 
@@ -31,14 +30,7 @@ async def topic(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if in_force is None:
             return
         today = t.services.clock.today()
-        ahead = [
-            {
-                "deadline": d,
-                "last_day": deadline_rules.last_day(d),
-                "days_left": deadline_rules.days_left(d, today),
-            }
-            for d in campaigns.deadlines_ahead(in_force, today)
-        ]
+        ahead = campaigns.upcoming(in_force, today)
         rows = []
         if in_force.lesson_count:
             rows.append([(t.label("lesson_first"), "tp:0")])

@@ -218,8 +218,22 @@ async def lesson_at(session: AsyncSession, campaign_id: int, position: int) -> L
     ).first()
 
 
-def deadlines_ahead(in_force: CampaignInForce, today: date) -> list[Deadline]:
-    return [d for d in in_force.deadlines if deadline_rules.is_ahead(d, today)]
+@dataclass(frozen=True)
+class Upcoming:
+    """A deadline still ahead, with its last day and the whole days left to it."""
+
+    deadline: Deadline
+    last_day: date
+    days_left: int
+
+
+def upcoming(in_force: CampaignInForce, today: date) -> list[Upcoming]:
+    """The deadlines still ahead of `today`, soonest first."""
+    return [
+        Upcoming(d, deadline_rules.last_day(d), deadline_rules.days_left(d, today))
+        for d in in_force.deadlines
+        if deadline_rules.is_ahead(d, today)
+    ]
 
 
 async def list_applied(session: AsyncSession) -> list[tuple[Campaign, Unit]]:

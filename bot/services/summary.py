@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, tzinfo
+from datetime import datetime, tzinfo
 
 from sqlalchemy import and_, case, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.models import Campaign, ChatIdentity, Deadline, Member, Pledge, PledgeStatus, Unit
+from bot.models import Campaign, ChatIdentity, Member, Pledge, PledgeStatus, Unit
 from bot.services import campaigns
-from bot.services import deadlines as deadline_rules
 from bot.services.units import in_subtree
 
 
@@ -50,8 +49,7 @@ class Figures:
 class UnitSummary:
     total: Figures
     year: int | None
-    next_deadline: Deadline | None
-    next_last_day: date | None
+    next_deadline: campaigns.Upcoming | None  # with its last day and the days left
     children: list[Figures] = field(default_factory=list)  # lowest pledged share first
 
 
@@ -110,14 +108,10 @@ async def for_unit(session: AsyncSession, unit_id: int, at: datetime, tz: tzinfo
             if path.startswith(child_path):
                 child_figures.add(figures)
                 break
-    ahead = [
-        d for d in (in_force.deadlines if in_force else []) if deadline_rules.is_ahead(d, today)
-    ]
-    next_deadline = ahead[0] if ahead else None
+    ahead = campaigns.upcoming(in_force, today) if in_force else []
     return UnitSummary(
         total=total,
         year=year,
-        next_deadline=next_deadline,
-        next_last_day=deadline_rules.last_day(next_deadline) if next_deadline else None,
+        next_deadline=ahead[0] if ahead else None,
         children=sorted(by_child.values(), key=lambda f: (f.pledged_share, f.unit.name)),
     )
