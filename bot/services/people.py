@@ -42,6 +42,11 @@ async def load_person(
             await session.rollback()
             identity = await _identity(session, channel, user_id)
             assert identity is not None
+    if identity.blocked_at is not None:
+        # They are writing to us, so they unblocked the bot (even if that update was lost).
+        identity.blocked_at = None
+        session.add(identity)
+        await session.commit()
     member = unit = None
     if identity.member_id is not None:
         row = (
