@@ -29,7 +29,14 @@ logger = logging.getLogger(__name__)
 
 # Commands shown in Telegram's menu, in this order; descriptions come from a template.
 MENU_COMMANDS = (
-    "start", "topic", "pledge", "mypledge", "reminders", "help", "language", "cancel",
+    "start",
+    "topic",
+    "pledge",
+    "mypledge",
+    "reminders",
+    "help",
+    "language",
+    "cancel",
 )
 
 
@@ -73,13 +80,13 @@ def add_handlers(application: Application) -> None:
             CommandHandler("topic", topic.topic, filters=private),
             CommandHandler("pledge", pledge.pledge, filters=private),
             CommandHandler("mypledge", pledge.my_pledge, filters=private),
-        CommandHandler("reminders", reminders.reminders, filters=private),
-        CommandHandler("pending", pending.pending, filters=private),
-        ChatMemberHandler(reminders.chat_member, ChatMemberHandler.MY_CHAT_MEMBER),
+            CommandHandler("reminders", reminders.reminders, filters=private),
+            CommandHandler("pending", pending.pending, filters=private),
+            ChatMemberHandler(reminders.chat_member, ChatMemberHandler.MY_CHAT_MEMBER),
             CallbackQueryHandler(start.consent, pattern=r"^cs:"),
             CallbackQueryHandler(start.language_chosen, pattern=r"^lang:"),
             CallbackQueryHandler(topic.lesson_page, pattern=r"^tp:"),
-        CallbackQueryHandler(reminders.reminders_button, pattern=r"^rm:"),
+            CallbackQueryHandler(reminders.reminders_button, pattern=r"^rm:"),
             CallbackQueryHandler(pledge.pledge, pattern=r"^pl:open$"),
             CallbackQueryHandler(pledge.wizard_button, pattern=r"^pl:"),
             CallbackQueryHandler(guards.unknown_button),

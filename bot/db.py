@@ -80,6 +80,17 @@ class Database:
         async with self._readers() as session:
             yield session
 
+    async def analyze(self) -> None:
+        """Refresh SQLite's planner statistics.
+
+        Without them SQLite takes the (channel, user id) index as selective and a reminder
+        tick at a million members sorts every due row to keep the first batch (0.8 s instead
+        of 0.02 s). PostgreSQL's autovacuum keeps its own statistics.
+        """
+        if self.sqlite:
+            async with self.engine.begin() as conn:
+                await conn.exec_driver_sql("ANALYZE")
+
     async def create_all(self) -> None:
         """Build the schema from the models (tests and throwaway demos; real installs migrate)."""
         from sqlmodel import SQLModel

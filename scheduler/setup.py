@@ -40,6 +40,14 @@ async def _tick(svc: Services, worker: OutboxWorker) -> None:
         logger.exception("planning tick failed")
 
 
+async def _analyze(svc: Services) -> None:
+    """Daily planner statistics, so the due-member queries keep their good plans."""
+    try:
+        await svc.db.analyze()
+    except Exception:
+        logger.exception("ANALYZE failed")
+
+
 async def start_background(application: Application) -> Background:
     svc: Services = application.bot_data[BOT_DATA_KEY]
     worker = OutboxWorker(svc, application.bot)
@@ -49,6 +57,15 @@ async def start_background(application: Application) -> Background:
         IntervalTrigger(seconds=TICK_SECONDS),
         args=(svc, worker),
         id="plan",
+        next_run_time=datetime.now(),
+        max_instances=1,
+        coalesce=True,
+    )
+    scheduler.add_job(
+        _analyze,
+        IntervalTrigger(hours=24),
+        args=(svc,),
+        id="analyze",
         next_run_time=datetime.now(),
         max_instances=1,
         coalesce=True,
