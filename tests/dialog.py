@@ -31,7 +31,10 @@ async def act(svc: Services, user, action: Callable[[], Awaitable[object]]) -> S
     """Do one thing as `user` and collect every reply until the bot goes quiet."""
     mark = len(svc.renderer.history)
     await action()
-    messages = await user.replies_until_idle(idle=IDLE, timeout=10)
+    # Every action here gets at least one reply: wait for it however slow the machine is,
+    # then collect the rest until the bot has been quiet for a moment.
+    first = await user.next_reply(timeout=15)
+    messages = [first, *await user.replies_until_idle(idle=IDLE, timeout=10)]
     return Said(messages=messages, templates=templates_since(svc, mark))
 
 
