@@ -23,6 +23,7 @@ from telegram.request import BaseRequest
 
 from bot.context import BOT_DATA_KEY, Services
 from bot.ratelimit import LaneRateLimiter
+from bot.update_processor import PerChatUpdateProcessor
 from handlers import guards, pending, pledge, reminders, router, start, topic
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ def build_application(
         .base_file_url(svc.settings.bot_file_url)
         .defaults(Defaults(parse_mode=ParseMode.HTML, tzinfo=svc.clock.tz))
         .rate_limiter(LaneRateLimiter(per_bot=svc.settings.per_bot_rate))
+        .concurrent_updates(PerChatUpdateProcessor())
         .post_init(_post_init)
         .post_shutdown(_post_shutdown)
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,8 @@ from bot.services.people import Person, load_person
 from bot.telegram_html import split_message
 
 CHANNEL = "telegram"
+# The session of the update being handled, so a send can end its transaction first.
+_session: ContextVar[AsyncSession | None] = ContextVar("handler_session", default=None)
 
 
 def services(context: ContextTypes.DEFAULT_TYPE) -> Services:
@@ -46,9 +49,28 @@ async def turn(update: Update, context: ContextTypes.DEFAULT_TYPE) -> AsyncItera
     user, chat = update.effective_user, update.effective_chat
     assert user is not None and chat is not None
     async with svc.db.session() as session:
-        person = await load_person(session, CHANNEL, str(user.id), str(chat.id), svc.clock.now())
-        locale = person.identity.locale or svc.settings.locale
-        yield Turn(session=session, person=person, locale=locale, services=svc)
+        token = _session.set(session)
+        try:
+            person = await load_person(
+                session, CHANNEL, str(user.id), str(chat.id), svc.clock.now()
+            )
+            locale = person.identity.locale or svc.settings.locale
+            yield Turn(session=session, person=person, locale=locale, services=svc)
+        finally:
+            _session.reset(token)
+
+
+async def _end_transaction() -> None:
+    """Never hold a database transaction across a network call.
+
+    On SQLite every transaction of the write engine holds the write lock (BEGIN IMMEDIATE),
+    so a reply waiting out a 429 would stall every other chat. Services commit what they
+    mean to keep and check before they change anything, so ending the transaction here only
+    closes reads.
+    """
+    session = _session.get()
+    if session is not None and session.in_transaction():
+        await session.commit()
 
 
 def button_label(svc: Services, locale: str, key: str) -> str:
@@ -79,6 +101,7 @@ async def send(
     """
     chat = update.effective_chat
     assert chat is not None
+    await _end_transaction()
     parts = split_message(text)
     message = None
     for index, part in enumerate(parts):
@@ -95,6 +118,7 @@ async def show(
 ) -> None:
     """Answer a button by editing its message in place, or send a new one otherwise."""
     query = update.callback_query
+    await _end_transaction()
     if query is not None and query.message is not None and len(split_message(text)) == 1:
         try:
             await query.edit_message_text(text, reply_markup=reply_markup)
@@ -109,5 +133,6 @@ async def show(
 
 async def answer_query(update: Update, text: str | None = None, alert: bool = False) -> None:
     """Every pressed button is acknowledged, or the phone keeps spinning."""
+    await _end_transaction()
     if update.callback_query is not None:
         await update.callback_query.answer(text, show_alert=alert)

@@ -16,8 +16,9 @@ from tests.dialog import label, press, say
 @pytest.fixture
 async def lan(svc, bot, emulator, union):
     async with svc.db.session() as session:
-        member = await factories.make_member(session, svc, union.school, "Nguyễn Thị Lan",
-                                             "+84912111222")
+        member = await factories.make_member(
+            session, svc, union.school, "Nguyễn Thị Lan", "+84912111222"
+        )
         await factories.link(session, svc, member, 701)
     return emulator.user(701, first_name="Lan")
 
@@ -63,7 +64,14 @@ async def test_command_menu_is_registered_in_vietnamese(svc, bot, emulator):
     commands = emulator.commands()
     names = [c["command"] for c in commands]
     assert names == [
-        "start", "topic", "pledge", "mypledge", "reminders", "help", "language", "cancel",
+        "start",
+        "topic",
+        "pledge",
+        "mypledge",
+        "reminders",
+        "help",
+        "language",
+        "cancel",
     ]
     assert "bản đăng ký" in " ".join(c["description"] for c in commands)
 
@@ -124,11 +132,36 @@ async def test_an_unexpected_error_is_apologised_for_and_logged_without_the_toke
     said = await say(svc, lan, "Câu này gây lỗi.")
     assert said.templates == ["common/error"]
     assert "không có dữ liệu nào bị mất" in said.text.lower()
-    logged = "\n".join(
-        record.getMessage() + (record.exc_text or "") for record in caplog.records
-    ) + caplog.text
+    logged = (
+        "\n".join(record.getMessage() + (record.exc_text or "") for record in caplog.records)
+        + caplog.text
+    )
     assert "database exploded" in logged
     assert TOKEN not in logged and "+84912111222" not in logged
     monkeypatch.undo()
     said = await say(svc, lan, "/mypledge")
     assert "Bản nháp phải còn nguyên." in said.text
+
+
+async def test_a_reply_held_by_a_429_does_not_stall_other_members(svc, lan, emulator, union):
+    import asyncio
+    import time
+
+    async with svc.db.session() as session:
+        other = await factories.make_member(
+            session, svc, union.school, "Đỗ Văn Khoa", "+84912555666"
+        )
+        await factories.link(session, svc, other, 702)
+    khoa = emulator.user(702, first_name="Khoa")
+    await say(svc, khoa, "/help")
+    await say(svc, lan, "/help")
+    emulator.fail_chat(lan.id, status=429, retry_after=1, times=1)
+    await lan.send("/mypledge")
+    await asyncio.sleep(0.05)  # Lan's update is in, its reply waiting out the 429
+    started = time.monotonic()
+    await khoa.send("/mypledge")
+    reply = await khoa.next_reply(timeout=5)
+    waited = time.monotonic() - started
+    assert "Đỗ Văn Khoa" in reply.text
+    assert waited < 0.9, waited  # did not wait behind Lan's retry_after
+    assert "Nguyễn Thị Lan" in (await lan.next_reply(timeout=5)).text  # Lan still got hers
