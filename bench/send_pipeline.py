@@ -22,9 +22,9 @@ members. Each run prints its figures; the summary gives medians over the runs.
    replies sent between the first and the last broadcast delivery count). The random 429s
    stay on in both phases, so the only difference is the broadcast.
 
-``--worker`` picks the delivery loop: ``shipped`` (default) is the project's OutboxWorker as
-is; ``pipelined`` and ``grouped`` are scratch variants defined below, to measure a proposed
-change without touching the project (see bench/README.md).
+The worker is the project's ``OutboxWorker`` as shipped (``--concurrency``/``--batch`` only
+change its arguments); bench/README.md tells how its pipelined claims and grouped marks came
+about.
 """
 
 from __future__ import annotations
@@ -50,23 +50,19 @@ from typing import Any
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 import httpx
-from sqlalchemy import update
-from sqlmodel import col, func, select
-from telegram import InlineKeyboardMarkup
-from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from sqlmodel import func, select
 
 from bot.app import build_application, polling
 from bot.channels.emulator import BotApiEmulator, EmulatedUser
 from bot.db import Database
 from bot.migrate import upgrade_async
-from bot.models import ChatIdentity, OutboxMessage, OutboxStatus
-from bot.ratelimit import retry_after_seconds
+from bot.models import ChatIdentity, OutboxMessage
 from bot.runtime import make_services
 from bot.services import outbox
 from bot.services.people import new_member
 from bot.services.units import add_unit
 from bot.settings import Settings
-from scheduler.outbox_worker import _FINAL, BACKGROUND, OutboxWorker
+from scheduler.outbox_worker import OutboxWorker
 
 TOKEN = "123456789:BENCH-token-for-the-emulator-only"
 START = datetime(2024, 4, 5, 1, 0, tzinfo=UTC)  # as in the tests: inside the 2024 campaign
@@ -157,161 +153,6 @@ async def capacity_run(users: int, seconds: float, concurrency: int, clients: in
         return rate_of([d.monotonic for d in emu.deliveries])
     finally:
         await emu.stop()
-
-
-# ---------------------------------------------------------------------------------------------
-# Scratch worker variants (proposals measured here; the project's worker is not touched)
-# ---------------------------------------------------------------------------------------------
-
-
-class TimedWorker(OutboxWorker):
-    """The shipped worker, with how long each claimed batch took (claim to last row marked)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.batch_seconds: list[float] = []
-
-    async def run_once(self) -> int:
-        began = time.monotonic()
-        claimed = await super().run_once()
-        if claimed:
-            self.batch_seconds.append(time.monotonic() - began)
-        return claimed
-
-
-class PipelinedWorker(TimedWorker):
-    """Claims the next batch as soon as the rows in hand fall to half a batch, instead of
-    waiting for the whole batch: a row waiting out a 429 no longer idles the lane."""
-
-    async def drain(self) -> int:
-        gate = asyncio.Semaphore(self.concurrency)
-        in_hand: set[asyncio.Task[None]] = set()
-        low = max(1, self.batch // 2)
-        room = asyncio.Event()
-        total = 0
-
-        async def one(message: OutboxMessage) -> None:
-            async with gate:
-                await self._deliver(message)
-
-        def done(task: asyncio.Task[None]) -> None:
-            in_hand.discard(task)
-            if len(in_hand) <= low:
-                room.set()
-
-        while True:
-            async with self.svc.db.session() as session:
-                claimed = await outbox.claim(session, self.name, self.svc.clock.now(), self.batch)
-            total += len(claimed)
-            for message in claimed:
-                task = asyncio.create_task(one(message))
-                in_hand.add(task)
-                task.add_done_callback(done)
-            if not claimed:
-                await asyncio.gather(*in_hand)  # re-raises a row's failure, as gather does
-                return total
-            room.clear()
-            if len(in_hand) > low:
-                await room.wait()
-
-
-class GroupedWorker(PipelinedWorker):
-    """PipelinedWorker whose sent rows are marked together, one UPDATE ... WHERE id IN (...)
-    every ``FLUSH_S`` or ``FLUSH_ROWS`` rows, instead of one transaction per row: SQLite has
-    one writer, and 200 commits a second from 32 tasks queue behind each other and behind
-    the handlers' writes. The price: a crash forgets the marks of the last flush interval,
-    so those rows are sent again once their lease runs out."""
-
-    FLUSH_S = 0.05
-    FLUSH_ROWS = 100
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._sent_ids: list[int] = []
-        self._flush_lock = asyncio.Lock()
-
-    async def _flush(self) -> None:
-        async with self._flush_lock:
-            ids, self._sent_ids = self._sent_ids, []
-            if not ids:
-                return
-            try:
-                async with self.svc.db.session() as session:
-                    await session.exec(
-                        update(OutboxMessage)
-                        .where(col(OutboxMessage.id).in_(ids))
-                        .values(
-                            status=OutboxStatus.sent,
-                            sent_at=self.svc.clock.now(),
-                            claimed_until=None,
-                            last_error=None,
-                        )
-                    )
-                    await session.commit()
-            except BaseException:  # cancelled or failed: keep them for the next flush
-                self._sent_ids[:0] = ids
-                raise
-
-    async def drain(self) -> int:
-        stop = asyncio.Event()
-
-        async def flush_every_interval() -> None:
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.FLUSH_S)
-                await self._flush()
-
-        flusher = asyncio.create_task(flush_every_interval())
-        try:
-            return await super().drain()
-        finally:
-            stop.set()
-            await flusher
-            await self._flush()
-
-    async def _deliver(self, message: OutboxMessage) -> None:
-        """The shipped ``_deliver``; only the last step differs (the row is queued for the
-        next grouped UPDATE instead of being marked in a transaction of its own)."""
-        markup = (
-            InlineKeyboardMarkup.de_json(message.reply_markup, self.bot)
-            if message.reply_markup
-            else None
-        )
-        try:
-            await self.bot.send_message(
-                message.chat_id, message.text, reply_markup=markup, rate_limit_args=BACKGROUND
-            )
-        except Forbidden:
-            await self._mark(outbox.mark_blocked, message)
-            self.results["blocked"] += 1
-            return
-        except RetryAfter as error:
-            delay = retry_after_seconds(error)
-            await self._retry(message, f"429 retry after {delay:g} s", delay)
-            return
-        except BadRequest as error:
-            if any(text in str(error).lower() for text in _FINAL):
-                async with self.svc.db.session() as session:
-                    message.attempts = outbox.MAX_ATTEMPTS
-                    await outbox.mark_retry(session, message, self.svc.clock.now(), str(error))
-                self.results["failed"] += 1
-                return
-            await self._retry(message, str(error))
-            return
-        except TelegramError as error:
-            await self._retry(message, str(error))
-            return
-        self._sent_ids.append(message.id)
-        self.results["sent"] += 1
-        if len(self._sent_ids) >= self.FLUSH_ROWS:
-            await self._flush()
-
-
-WORKERS: dict[str, type[OutboxWorker]] = {
-    "shipped": TimedWorker,
-    "pipelined": PipelinedWorker,
-    "grouped": GroupedWorker,
-}
 
 
 def ptb_pool_connections(application: Any) -> int | None:
@@ -467,7 +308,7 @@ async def _pipeline(args, run: int, emu: BotApiEmulator, svc, db: Database) -> d
         stats_before = Counter(limiter.stats)
         stop = asyncio.Event()
         chatter = asyncio.create_task(talkers.run(stop))
-        worker = WORKERS[args.worker](
+        worker = OutboxWorker(
             svc, application.bot, concurrency=args.concurrency, batch=args.batch
         )
         pool_sizes: list[int] = []
@@ -543,7 +384,6 @@ async def _pipeline(args, run: int, emu: BotApiEmulator, svc, db: Database) -> d
         "reply_timeouts": talkers.timeouts,
         "sent_reply": stats["sent_reply"],
         "wait_background_s": stats["wait_background_s"],
-        "batch_seconds": worker.batch_seconds,
         "pool_max": max(pool_sizes, default=None),
     }
 
@@ -580,15 +420,7 @@ def report_run(run: int, r: dict[str, Any]) -> None:
         f"{r['rejected_429_bg']}, replies {r['rejected_429_reply']} (limiter retries "
         f"{r['retries_429']}, gave up {r['gave_up_429']}); worker {r['worker']}"
     )
-    batches = r["batch_seconds"]
-    if batches:
-        print(
-            f"         {len(batches)} claimed batches, claim to last row marked: median "
-            f"{statistics.median(batches):.2f} s, max {max(batches):.2f} s; PTB pool "
-            f"connections at most {r['pool_max']}"
-        )
-    else:
-        print(f"         PTB pool connections at most {r['pool_max']}")
+    print(f"         PTB pool connections at most {r['pool_max']}")
     print(
         f"         reply latency idle p50 {ms(percentile(idle, 50))} p95 "
         f"{ms(percentile(idle, 95))} (n={len(idle)}, {slow(idle):.0%} over 1 s); during "
@@ -625,7 +457,6 @@ def main() -> None:
     parser.add_argument(
         "--batch", type=int, default=100, help="OutboxWorker batch (default: as shipped)"
     )
-    parser.add_argument("--worker", choices=sorted(WORKERS), default="shipped")
     parser.add_argument("--timeline", action="store_true", help="deliveries in each second")
     parser.add_argument("--ratio-429", type=float, default=0.02)
     parser.add_argument("--members", type=int, default=20, help="members talking to the bot")
@@ -645,7 +476,7 @@ def main() -> None:
 async def bench(args: argparse.Namespace) -> None:
     print(
         f"send pipeline bench: {args.messages} messages over {args.chats} chats, per_bot "
-        f"{args.rate:g}/s, {args.ratio_429:.0%} random 429 (retry_after 1 s), {args.worker} "
+        f"{args.rate:g}/s, {args.ratio_429:.0%} random 429 (retry_after 1 s), "
         f"worker concurrency {args.concurrency} batch {args.batch}, {args.members} members "
         f"talking, "
         f"{args.db}, {args.runs} runs"
@@ -691,7 +522,7 @@ async def bench(args: argparse.Namespace) -> None:
     lost = sum(r["lost"] for r in results)
     duplicated = sum(r["duplicated"] for r in results)
     print(
-        f"\nsummary (medians of {args.runs} runs; {args.db}; {args.worker} worker "
+        f"\nsummary (medians of {args.runs} runs; {args.db}; worker "
         f"c={args.concurrency} b={args.batch})"
     )
     print(f"  emulator capacity              {statistics.median(capacities):7.0f} msg/s")
