@@ -6,7 +6,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -40,6 +40,11 @@ class PledgeStatus(StrEnum):
     submitted = "submitted"
 
 
+class ReviewDecision(StrEnum):
+    approved = "approved"
+    returned = "returned"  # back to the member with a comment and a date to revise by
+
+
 class Unit(SQLModel, table=True):
     """A node of the union tree; `path` ("/1/4/9/") makes a subtree one indexed prefix query."""
 
@@ -67,11 +72,38 @@ class Member(SQLModel, table=True):
     full_name: str = Field(max_length=120)
     name_key: str = Field(default="", index=True, max_length=120)
     phone: str | None = Field(default=None, unique=True, max_length=20)
-    member_code: str | None = Field(default=None, max_length=64)
-    position: str | None = Field(default=None, max_length=120)
+    member_code: str | None = Field(default=None, index=True, max_length=64)
+    position: str | None = Field(default=None, max_length=120)  # chức vụ
+    birth_date: date | None = None
+    gender: str | None = Field(default=None, max_length=16)
+    email: str | None = Field(default=None, max_length=255)
+    # False once the member leaves the union: out of every count and reminder, history kept.
     active: bool = True
+    left_at: datetime | None = _utc_column()
     reminders_muted_until: date | None = None  # leave, sickness: no reminders up to this day
     created_at: datetime | None = _utc_column()
+    updated_at: datetime | None = _utc_column()
+
+
+class MemberEventKind(StrEnum):
+    imported = "imported"
+    updated = "updated"
+    transferred = "transferred"
+    deactivated = "deactivated"
+    reactivated = "reactivated"
+
+
+class MemberEvent(SQLModel, table=True):
+    """What happened to a member's roster entry, by whom and when: lifecycle history is kept."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id", index=True)
+    kind: MemberEventKind = Field(max_length=16)
+    from_unit_id: int | None = Field(default=None, foreign_key="unit.id")
+    to_unit_id: int | None = Field(default=None, foreign_key="unit.id")
+    by_member_id: int | None = Field(default=None, foreign_key="member.id")  # None: the CLI
+    note: str | None = Field(default=None, max_length=255)
+    at: datetime | None = _utc_column()
 
 
 class ChatIdentity(SQLModel, table=True):
@@ -129,7 +161,9 @@ class RoleGrant(SQLModel, table=True):
     unit_id: int = Field(foreign_key="unit.id", index=True)
     role: Role = Field(max_length=16)
     granted_at: datetime | None = _utc_column()
+    granted_by_member_id: int | None = Field(default=None, foreign_key="member.id")
     revoked_at: datetime | None = _utc_column()
+    revoked_by_member_id: int | None = Field(default=None, foreign_key="member.id")
 
 
 class Campaign(SQLModel, table=True):
@@ -197,7 +231,23 @@ class Pledge(SQLModel, table=True):
     current_version: int = 0
     first_submitted_at: datetime | None = _utc_column()
     late: bool = False
+    # The officer's latest decision on the version in force; None: awaiting review.
+    review: ReviewDecision | None = Field(default=None, max_length=16)
+    revise_by: date | None = None  # a returned pledge may be revised up to this local day
     updated_at: datetime | None = _utc_column()
+
+
+class PledgeReview(SQLModel, table=True):
+    """Every review decision, kept: which version, who, when, and what they said."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    pledge_id: int = Field(foreign_key="pledge.id", index=True)
+    version: int
+    decision: ReviewDecision = Field(max_length=16)
+    comment: str | None = None
+    revise_by: date | None = None
+    reviewer_member_id: int = Field(foreign_key="member.id")
+    decided_at: datetime | None = _utc_column()
 
 
 class PledgeVersion(SQLModel, table=True):
@@ -257,6 +307,8 @@ class OutboxMessage(SQLModel, table=True):
     created_at: datetime | None = _utc_column()
     sent_at: datetime | None = _utc_column()
     last_error: str | None = Field(default=None, max_length=500)
+    photo: str | None = Field(default=None, max_length=255)  # a Telegram file_id: sendPhoto
+    broadcast_id: int | None = Field(default=None, foreign_key="broadcast.id", index=True)
 
 
 class ReminderStatus(StrEnum):
@@ -301,3 +353,80 @@ class DeadlineSweep(SQLModel, table=True):
 
     deadline_id: int = Field(foreign_key="deadline.id", primary_key=True)
     swept_at: datetime | None = _utc_column()
+
+
+class BroadcastAudience(StrEnum):
+    subtree = "subtree"  # everyone active in the sender's unit and below
+    unit = "unit"  # one sub-unit's subtree
+    not_pledged = "not_pledged"
+    not_joined = "not_joined"  # cannot be reached by the bot: reported, not sent
+
+
+class BroadcastStatus(StrEnum):
+    scheduled = "scheduled"  # waits for send_at; the scheduler tick queues it
+    queued = "queued"  # one outbox row per reachable recipient
+    cancelled = "cancelled"
+    done = "done"  # every row settled and the delivery report sent
+
+
+class Broadcast(SQLModel, table=True):
+    """An officer's notice to an audience in their subtree, delivered through the outbox."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    sender_member_id: int = Field(foreign_key="member.id", index=True)
+    sender_identity_id: int | None = Field(default=None, foreign_key="chatidentity.id")
+    unit_id: int = Field(foreign_key="unit.id")  # the audience lies in this unit's subtree
+    audience: BroadcastAudience = Field(max_length=16)
+    text: str = ""
+    photo: str | None = Field(default=None, max_length=255)  # a Telegram file_id
+    status: BroadcastStatus = Field(max_length=16)
+    send_at: datetime | None = _utc_column()
+    recipients: int = 0  # rows queued
+    # Active members in the audience with no chat identity: listed in the report.
+    unreachable_member_ids: list[int] = Field(default_factory=list, sa_type=JSON)
+    created_at: datetime | None = _utc_column()
+    queued_at: datetime | None = _utc_column()
+    cancelled_at: datetime | None = _utc_column()
+    reported_at: datetime | None = _utc_column()
+
+
+class UnitTally(SQLModel, table=True):
+    """Stored counts of a unit's own members (not its subtree), kept in the same transaction
+    as every change, so a summary costs O(units in scope) and is never stale."""
+
+    unit_id: int = Field(foreign_key="unit.id", primary_key=True)
+    members: int = 0  # on the roster, active or not
+    active: int = 0
+    on_bot: int = 0  # active, linked to a chat identity that has not blocked the bot
+
+
+class UnitPledgeTally(SQLModel, table=True):
+    """Stored pledge counts of a unit's own active members for one campaign year."""
+
+    unit_id: int = Field(foreign_key="unit.id", primary_key=True)
+    year: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    on_time: int = 0
+    late: int = 0
+    approved: int = 0
+
+
+class ReportKind(StrEnum):
+    six_month = "six_month"  # sơ kết 6 tháng
+    annual = "annual"  # tổng kết năm
+
+
+class UnitReport(SQLModel, table=True):
+    """A report a unit sent up the tree: the generated draft or the signed file uploaded."""
+
+    __table_args__ = (Index("ix_unitreport_unit_year_kind", "unit_id", "year", "kind"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    unit_id: int = Field(foreign_key="unit.id")
+    year: int
+    kind: ReportKind = Field(max_length=16)
+    generated: bool  # True: the bot's draft as is; False: a file the leader uploaded
+    filename: str = Field(max_length=255)
+    content: bytes | None = Field(default=None, sa_type=LargeBinary)
+    file_id: str | None = Field(default=None, max_length=255)  # Telegram's, for an upload
+    sent_by_member_id: int = Field(foreign_key="member.id")
+    sent_at: datetime | None = _utc_column()
