@@ -224,10 +224,11 @@ def grant(
             target = await require_unit(session, unit)
             member = await roles.find_member(session, phone, member_code)
             _, new = await roles.grant(session, member, target, role, svc.clock.now())
-            return member, target, new
+        return member, target, new, await _refresh_menus(svc, [member.id])
 
-    member, target, new = _run(action)
+    member, target, new, refreshed = _run(action)
     _say("cli/role_granted", member=member, unit=target, role=role.value, new=new)
+    _say("cli/menus_refreshed", refreshed=refreshed)
 
 
 @app.command("revoke")
@@ -246,10 +247,11 @@ def revoke(
             target = await require_unit(session, unit)
             member = await roles.find_member(session, phone, member_code)
             await roles.revoke(session, member, target, role, svc.clock.now())
-            return member, target
+        return member, target, await _refresh_menus(svc, [member.id])
 
-    member, target = _run(action)
+    member, target, refreshed = _run(action)
     _say("cli/role_revoked", member=member, unit=target, role=role.value)
+    _say("cli/menus_refreshed", refreshed=refreshed)
 
 
 @roles_app.command("end")
@@ -261,10 +263,14 @@ def roles_end(unit: Annotated[str, typer.Option(help="Code of the unit")]) -> No
     async def action(svc):
         async with svc.db.session() as session:
             target = await require_unit(session, unit)
-            return target, await roles.end_roles_at(session, target, svc.clock.now())
+            ended = await roles.end_roles_at(session, target, svc.clock.now())
+        refreshed = await _refresh_menus(svc, [member.id for _, member in ended])
+        return target, ended, refreshed
 
-    target, ended = _run(action)
+    target, ended, refreshed = _run(action)
     _say("cli/roles_ended", unit=target, ended=ended)
+    if ended:
+        _say("cli/menus_refreshed", refreshed=refreshed)
 
 
 @member_app.command("transfer")
@@ -297,7 +303,9 @@ def member_deactivate(phone: PhoneOption = None, member_code: CodeOption = None)
         async with svc.db.session() as session:
             member = await roles.find_member(session, phone, member_code)
             ended = await lifecycle.deactivate(session, member, svc.clock.now())
-            return member, len(ended)
+        if ended:
+            await _refresh_menus(svc, [member.id])
+        return member, len(ended)
 
     member, ended = _run(action)
     _say("cli/member_deactivated", member=member, ended=ended)
@@ -315,6 +323,28 @@ def member_reactivate(phone: PhoneOption = None, member_code: CodeOption = None)
             return member
 
     _say("cli/member_reactivated", member=_run(action))
+
+
+async def _refresh_menus(svc, member_ids: list[int | None]) -> bool:
+    """With a bot token, update the command menus of the people whose roles changed; without
+    one (or offline) their menu follows at their next /start. Every command checks anyway."""
+    ids = [member_id for member_id in member_ids if member_id is not None]
+    token = svc.settings.telegram_bot_token
+    if token is None or not ids:
+        return False
+    from telegram import Bot
+    from telegram.error import TelegramError
+
+    from handlers import menus
+
+    try:
+        async with Bot(token.get_secret_value(), base_url=svc.settings.bot_api_url) as bot:
+            for member_id in ids:
+                async with svc.db.session() as session:
+                    await menus.refresh(bot, svc, session, member_id)
+    except TelegramError:
+        return False
+    return True
 
 
 async def _bot_username(settings: Settings) -> str | None:

@@ -18,7 +18,7 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/start [code]: join with an invite code, or show the menu."""
     async with turn(update, context) as t:
         code = context.args[0] if context.args else ""
-        if not code:
+        if not code or t.person.inactive:  # a member who left comes back through an officer
             name = "start/menu" if t.person.joined else "start/no_invite"
             if t.person.inactive:
                 name = "common/membership_inactive"

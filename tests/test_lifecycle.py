@@ -229,6 +229,11 @@ async def test_deactivated_member_leaves_counts_lists_and_reminders(svc, bot, un
 
     said = await say(svc, chi, "/pledge")
     assert said.templates == ["common/membership_inactive"]
+    assert "tạm ngừng" in said.text
+    async with svc.db.session() as session:
+        code = (await factories.invite(session, svc, union.school)).code
+    said = await act(svc, chi, lambda: chi.start(code))  # an invite does not bring her back
+    assert said.templates == ["common/membership_inactive"]
     assert (await say(svc, chi, "/pending")).templates == ["pending/not_allowed"]
 
     # Bình has not pledged: listed until he leaves, then gone (Lan, who stays, is still listed).

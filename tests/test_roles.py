@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from bot.cli import app
 from bot.db import Database
-from bot.models import Invite, Role, RoleGrant
+from bot.models import Invite, Member, Role, RoleGrant
 from bot.services.invites import QR_SCALE
 from bot.services.roles import grant_role
 from tests import factories
@@ -114,6 +114,55 @@ def test_cli_bad_role_input_is_explained_and_changes_nothing(admin, args, messag
     assert result.exit_code != 0
     assert message in result.output
     assert admin.grants() == []
+
+
+@pytest.fixture
+def telegram_on_a_thread():
+    """The Bot API emulator on its own event loop, for the (synchronous) admin commands."""
+    import threading
+
+    from bot.channels.emulator import BotApiEmulator
+    from tests.conftest import TOKEN
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    emu = BotApiEmulator(token=TOKEN, bot_username="chuyende_test_bot")
+    asyncio.run_coroutine_threadsafe(emu.start(), loop).result(15)
+    yield emu
+    asyncio.run_coroutine_threadsafe(emu.stop(), loop).result(15)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.close()
+
+
+def test_cli_grant_and_revoke_update_the_chat_menu(admin, monkeypatch, telegram_on_a_thread):
+    from tests.conftest import TOKEN
+
+    async def link_lan():
+        from bot.runtime import make_services
+        from bot.settings import Settings
+
+        svc = make_services(Settings(_env_file=None))
+        async with svc.db.session() as session:
+            lan = (await session.exec(select(Member).where(Member.phone == "+84912000001"))).one()
+            await factories.link(session, svc, lan, 4242)
+        await svc.db.dispose()
+
+    asyncio.run(link_lan())
+    offline = admin("grant", "--unit", "SCH", "--phone", "0912000001", "--role", "officer")
+    assert "next /start" in offline.output  # no token: the menu follows at the next /start
+    admin("revoke", "--unit", "SCH", "--phone", "0912000001", "--role", "officer")
+
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    monkeypatch.setenv("TELEGRAM_API_BASE_URL", telegram_on_a_thread.base_url)
+    chat = {"type": "chat", "chat_id": 4242}
+    made = admin("grant", "--unit", "SCH", "--phone", "0912000001", "--role", "officer")
+    assert made.exit_code == 0 and "menu was updated" in made.output
+    menu = [c["command"] for c in telegram_on_a_thread.commands(chat)]
+    assert "pending" in menu and "invite" in menu and "roles" not in menu
+    assert admin("roles", "end", "--unit", "SCH").exit_code == 0
+    assert telegram_on_a_thread.commands(chat) == []
 
 
 # -- a leader in chat ------------------------------------------------------------------------
