@@ -168,3 +168,4 @@ async def language_chosen(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         await set_locale(t.session, t.person.identity, locale)
         t.locale = locale
         await show(update, context, t.render("language/set"))
+        await _refresh_menu(context, t)

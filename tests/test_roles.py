@@ -400,3 +400,29 @@ async def test_forged_invite_buttons_are_refused(svc, union, people):
     assert refused.templates == ["roles/not_yours"]
     async with svc.db.reader() as session:
         assert (await session.exec(select(Invite))).all() == []
+
+
+async def test_the_leaders_menu_follows_their_language(svc, emulator, people):
+    leader = people["ha"]
+    await say(svc, leader, "/language")
+    await press(svc, leader, label(svc, "lang_en"))
+    described = {c["command"]: c["description"] for c in emulator.effective_commands(leader.id)}
+    assert described["roles"] == "Appoint or remove officers and leaders (leaders)"
+
+
+async def test_demo_officer_and_leader_hold_every_staff_command(svc, bot, emulator):
+    from bot.demo import seed_demo
+
+    async with svc.db.session() as session:
+        personas = {p.role: p for p in await seed_demo(session, svc, members_per_unit=4)}
+    officer = emulator.user(personas["officer"].user_id, first_name="Officer")
+    leader = emulator.user(personas["leader"].user_id, first_name="Leader")
+    assert "/members" in personas["officer"].hint and "/roles" in personas["leader"].hint
+    for command in ("/members", "/invite", "/pending"):
+        said = await say(svc, officer, command)
+        assert not said.templates[0].endswith("not_allowed"), command
+    said = await say(svc, leader, "/roles")
+    assert said.templates == ["roles/overview"]
+    said = await say(svc, leader, "/help")
+    for command in ("pending", "summary", "broadcast", "invite", "members", "roles"):
+        assert f"/{command}" in said.text

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -226,8 +227,6 @@ async def revocable_by(
     tops = await units_for(session, actor, Action.grant_role)
     if not tops:
         return []
-    from sqlalchemy import or_
-
     rows = await session.exec(
         select(RoleGrant, Member, Unit)
         .join(Member, col(Member.id) == RoleGrant.member_id)
