@@ -56,7 +56,7 @@ async def _press(update, context, t: Turn, press: flows.Press, state) -> None:
     if press.action == "no":
         await flows.finish(t.session, state)
         await answer_query(update)
-        await show(update, context, t.render("common/cancelled"))
+        await show(update, context, t.render("common/flow_cancelled"))
         return
     if press.action == "u" and step == "unit":
         unit = await t.session.get(Unit, press.number)

@@ -89,7 +89,7 @@ async def _press(update, context, t: Turn, press: flows.Press, state) -> None:
     if press.action == "no":
         await flows.finish(t.session, state)
         await answer_query(update)
-        await show(update, context, t.render("common/cancelled"))
+        await show(update, context, t.render("common/flow_cancelled"))
         return
     if press.action == "c" and step == "pick":
         member = await t.session.get(Member, press.number)

@@ -379,3 +379,13 @@ def test_cli_bad_member_input_is_explained_and_changes_nothing(admin, args, mess
     assert message in result.output
     member, events, _ = admin.look()
     assert member.active and events == []
+
+
+async def test_cancel_button_changes_nothing(svc, school):
+    await _open_card(svc, school["dung"], "binh", "Trần Văn Bình")
+    await press(svc, school["dung"], label(svc, "member_deactivate"))
+    said = await press(svc, school["dung"], label(svc, "cancel"))
+    assert said.templates == ["common/flow_cancelled"]
+    async with svc.db.reader() as session:
+        assert (await session.get(Member, school["binh"].member.id)).active
+    assert await _events(svc, school["binh"].member.id) == []

@@ -426,3 +426,13 @@ async def test_demo_officer_and_leader_hold_every_staff_command(svc, bot, emulat
     said = await say(svc, leader, "/help")
     for command in ("pending", "summary", "broadcast", "invite", "members", "roles"):
         assert f"/{command}" in said.text
+
+
+async def test_an_officer_invite_puts_the_staff_commands_in_the_menu(svc, emulator, union, people):
+    lan = people["lan"]
+    async with svc.db.session() as session:
+        invite = await factories.invite(session, svc, union.school, Role.officer, max_uses=1)
+    said = await act(svc, lan, lambda: lan.start(invite.code))
+    assert said.templates == ["join/welcome"]
+    menu = [c["command"] for c in emulator.effective_commands(lan.id)]
+    assert "pending" in menu and "members" in menu and "roles" not in menu
