@@ -24,7 +24,18 @@ from telegram.request import BaseRequest
 from bot.context import BOT_DATA_KEY, Services
 from bot.ratelimit import LaneRateLimiter
 from bot.update_processor import PerChatUpdateProcessor
-from handlers import guards, pending, pledge, reminders, router, start, topic
+from handlers import (
+    guards,
+    invite,
+    members,
+    pending,
+    pledge,
+    reminders,
+    roles,
+    router,
+    start,
+    topic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +95,9 @@ def add_handlers(application: Application) -> None:
             CommandHandler("mypledge", pledge.my_pledge, filters=private),
             CommandHandler("reminders", reminders.reminders, filters=private),
             CommandHandler("pending", pending.pending, filters=private),
+            CommandHandler("invite", invite.invite_command, filters=private),
+            CommandHandler("members", members.members_command, filters=private),
+            CommandHandler("roles", roles.roles_command, filters=private),
             ChatMemberHandler(reminders.chat_member, ChatMemberHandler.MY_CHAT_MEMBER),
             CallbackQueryHandler(start.consent, pattern=r"^cs:"),
             CallbackQueryHandler(start.language_chosen, pattern=r"^lang:"),
@@ -91,6 +105,9 @@ def add_handlers(application: Application) -> None:
             CallbackQueryHandler(reminders.reminders_button, pattern=r"^rm:"),
             CallbackQueryHandler(pledge.pledge, pattern=r"^pl:open$"),
             CallbackQueryHandler(pledge.wizard_button, pattern=r"^pl:"),
+            CallbackQueryHandler(roles.button, pattern=r"^rl:"),
+            CallbackQueryHandler(members.button, pattern=r"^mb:"),
+            CallbackQueryHandler(invite.button, pattern=r"^iv:"),
             CallbackQueryHandler(guards.unknown_button),
             MessageHandler(private & filters.CONTACT, start.contact),
             MessageHandler(private & filters.COMMAND, start.help_command),

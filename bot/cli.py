@@ -22,10 +22,14 @@ db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 unit_app = typer.Typer(help="The union tree.", no_args_is_help=True)
 campaign_app = typer.Typer(help="Shipped campaigns and putting one in force.", no_args_is_help=True)
 content_app = typer.Typer(help="Campaign content and templates.", no_args_is_help=True)
+roles_app = typer.Typer(help="Officer and leader roles held at units.", no_args_is_help=True)
+member_app = typer.Typer(help="One member's roster entry.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(unit_app, name="unit")
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(content_app, name="content")
+app.add_typer(roles_app, name="roles")
+app.add_typer(member_app, name="member")
 
 
 def _say(name: str, **context) -> None:
@@ -197,6 +201,150 @@ def invite(
         unit=target,
         link=deep_link(username, created.code) if username else None,
     )
+
+
+PhoneOption = Annotated[str | None, typer.Option(help="The member's phone number")]
+CodeOption = Annotated[str | None, typer.Option(help="The member's code (mã đoàn viên)")]
+RoleOption = Annotated[Role, typer.Option(help="officer or leader")]
+
+
+@app.command("grant")
+def grant(
+    unit: Annotated[str, typer.Option(help="Code of the unit the role is held at")],
+    role: RoleOption,
+    phone: PhoneOption = None,
+    member_code: CodeOption = None,
+) -> None:
+    """Make a member officer or leader at a unit (reaches its subtree)."""
+    from bot.services import roles
+    from bot.services.units import require_unit
+
+    async def action(svc):
+        async with svc.db.session() as session:
+            target = await require_unit(session, unit)
+            member = await roles.find_member(session, phone, member_code)
+            _, new = await roles.grant(session, member, target, role, svc.clock.now())
+        return member, target, new, await _refresh_menus(svc, [member.id])
+
+    member, target, new, refreshed = _run(action)
+    _say("cli/role_granted", member=member, unit=target, role=role.value, new=new)
+    _say("cli/menus_refreshed", refreshed=refreshed)
+
+
+@app.command("revoke")
+def revoke(
+    unit: Annotated[str, typer.Option(help="Code of the unit the role is held at")],
+    role: RoleOption,
+    phone: PhoneOption = None,
+    member_code: CodeOption = None,
+) -> None:
+    """End a member's role at a unit; the grant's history is kept."""
+    from bot.services import roles
+    from bot.services.units import require_unit
+
+    async def action(svc):
+        async with svc.db.session() as session:
+            target = await require_unit(session, unit)
+            member = await roles.find_member(session, phone, member_code)
+            await roles.revoke(session, member, target, role, svc.clock.now())
+        return member, target, await _refresh_menus(svc, [member.id])
+
+    member, target, refreshed = _run(action)
+    _say("cli/role_revoked", member=member, unit=target, role=role.value)
+    _say("cli/menus_refreshed", refreshed=refreshed)
+
+
+@roles_app.command("end")
+def roles_end(unit: Annotated[str, typer.Option(help="Code of the unit")]) -> None:
+    """A new executive committee was elected: every role held AT the unit ends."""
+    from bot.services import roles
+    from bot.services.units import require_unit
+
+    async def action(svc):
+        async with svc.db.session() as session:
+            target = await require_unit(session, unit)
+            ended = await roles.end_roles_at(session, target, svc.clock.now())
+        refreshed = await _refresh_menus(svc, [member.id for _, member in ended])
+        return target, ended, refreshed
+
+    target, ended, refreshed = _run(action)
+    _say("cli/roles_ended", unit=target, ended=ended)
+    if ended:
+        _say("cli/menus_refreshed", refreshed=refreshed)
+
+
+@member_app.command("transfer")
+def member_transfer(
+    to: Annotated[str, typer.Option(help="Code of the destination unit")],
+    phone: PhoneOption = None,
+    member_code: CodeOption = None,
+) -> None:
+    """Move a member to another unit; their counts move with them."""
+    from bot.services import lifecycle, roles
+    from bot.services.units import require_unit
+
+    async def action(svc):
+        async with svc.db.session() as session:
+            target = await require_unit(session, to)
+            member = await roles.find_member(session, phone, member_code)
+            source = await lifecycle.transfer(session, member, target, svc.clock.now())
+            return member, source, target
+
+    member, source, target = _run(action)
+    _say("cli/member_transferred", member=member, source=source, unit=target)
+
+
+@member_app.command("deactivate")
+def member_deactivate(phone: PhoneOption = None, member_code: CodeOption = None) -> None:
+    """The member left the union: out of counts and reminders, roles ended, history kept."""
+    from bot.services import lifecycle, roles
+
+    async def action(svc):
+        async with svc.db.session() as session:
+            member = await roles.find_member(session, phone, member_code)
+            ended = await lifecycle.deactivate(session, member, svc.clock.now())
+        if ended:
+            await _refresh_menus(svc, [member.id])
+        return member, len(ended)
+
+    member, ended = _run(action)
+    _say("cli/member_deactivated", member=member, ended=ended)
+
+
+@member_app.command("reactivate")
+def member_reactivate(phone: PhoneOption = None, member_code: CodeOption = None) -> None:
+    """The member is back in the union."""
+    from bot.services import lifecycle, roles
+
+    async def action(svc):
+        async with svc.db.session() as session:
+            member = await roles.find_member(session, phone, member_code)
+            await lifecycle.reactivate(session, member, svc.clock.now())
+            return member
+
+    _say("cli/member_reactivated", member=_run(action))
+
+
+async def _refresh_menus(svc, member_ids: list[int | None]) -> bool:
+    """With a bot token, update the command menus of the people whose roles changed; without
+    one (or offline) their menu follows at their next /start. Every command checks anyway."""
+    ids = [member_id for member_id in member_ids if member_id is not None]
+    token = svc.settings.telegram_bot_token
+    if token is None or not ids:
+        return False
+    from telegram import Bot
+    from telegram.error import TelegramError
+
+    from handlers import menus
+
+    try:
+        async with Bot(token.get_secret_value(), base_url=svc.settings.bot_api_url) as bot:
+            for member_id in ids:
+                async with svc.db.session() as session:
+                    await menus.refresh(bot, svc, session, member_id)
+    except TelegramError:
+        return False
+    return True
 
 
 async def _bot_username(settings: Settings) -> str | None:

@@ -60,7 +60,7 @@ async def turn(update: Update, context: ContextTypes.DEFAULT_TYPE) -> AsyncItera
             _session.reset(token)
 
 
-async def _end_transaction() -> None:
+async def end_transaction() -> None:
     """Never hold a database transaction across a network call.
 
     On SQLite every transaction of the write engine holds the write lock (BEGIN IMMEDIATE),
@@ -71,6 +71,9 @@ async def _end_transaction() -> None:
     session = _session.get()
     if session is not None and session.in_transaction():
         await session.commit()
+
+
+_end_transaction = end_transaction
 
 
 def button_label(svc: Services, locale: str, key: str) -> str:

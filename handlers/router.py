@@ -7,7 +7,9 @@ from telegram.ext import ContextTypes
 
 from bot.services import joining, pledges
 from bot.services.chat_state import get_state
+from handlers import members as members_handlers
 from handlers import pledge as pledge_handlers
+from handlers import roles as roles_handlers
 from handlers import start as start_handlers
 from handlers.common import send, turn
 
@@ -27,10 +29,16 @@ async def text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             await pledge_handlers.section_text(update, context, t)
         elif flow == joining.FLOW_NAME:
             await start_handlers.full_name(update, context, t)
+        elif flow == roles_handlers.FLOW and state is not None:
+            await roles_handlers.text(update, context, t, state)
+        elif flow == members_handlers.FLOW and state is not None:
+            await members_handlers.text(update, context, t, state)
         elif flow in _EXPECTING:
             await send(update, context, t.render(_EXPECTING[flow]))
         else:
             name = "common/hint" if t.person.joined else "start/no_invite"
+            if t.person.inactive:
+                name = "common/membership_inactive"
             await send(
                 update,
                 context,

@@ -10,6 +10,7 @@ from bot.services.errors import Refusal
 from bot.services.people import set_locale
 from bot.services.roles import roles_of
 from bot.settings import LOCALES
+from handlers import menus
 from handlers.common import Turn, answer_query, keyboard, send, show, turn
 
 
@@ -17,9 +18,12 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/start [code]: join with an invite code, or show the menu."""
     async with turn(update, context) as t:
         code = context.args[0] if context.args else ""
-        if not code:
+        if not code or t.person.inactive:  # a member who left comes back through an officer
             name = "start/menu" if t.person.joined else "start/no_invite"
+            if t.person.inactive:
+                name = "common/membership_inactive"
             await send(update, context, t.render(name, **await _menu_context(t)))
+            await _refresh_menu(context, t)
             return
         try:
             outcome = await joining.start_with_code(
@@ -29,6 +33,14 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             await send(update, context, t.render(refusal.template, **refusal.context))
             return
         await _show_outcome(update, context, t, outcome)
+        await _refresh_menu(context, t, outcome.member)
+
+
+async def _refresh_menu(context, t: Turn, member=None) -> None:
+    """Officers and leaders get their commands in the menu; others the default menu."""
+    member = member or t.person.member
+    if member is not None and member.id is not None:
+        await menus.refresh(context.bot, t.services, t.session, member.id)
 
 
 async def consent(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -48,6 +60,7 @@ async def consent(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             return
         await show(update, context, t.render("start/consent_recorded"))
         await _show_outcome(update, context, t, outcome)
+        await _refresh_menu(context, t, outcome.member)
 
 
 async def contact(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -68,6 +81,7 @@ async def contact(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             await send(update, context, t.render(refusal.template, **refusal.context))
             return
         await _show_outcome(update, context, t, outcome)
+        await _refresh_menu(context, t, outcome.member)
 
 
 async def full_name(update: Update, context: ContextTypes.DEFAULT_TYPE, t: Turn) -> None:
@@ -81,6 +95,7 @@ async def full_name(update: Update, context: ContextTypes.DEFAULT_TYPE, t: Turn)
         await send(update, context, t.render(refusal.template, **refusal.context))
         return
     await _show_outcome(update, context, t, outcome)
+    await _refresh_menu(context, t, outcome.member)
 
 
 async def _show_outcome(
@@ -110,10 +125,12 @@ async def _show_outcome(
 
 async def _menu_context(t: Turn) -> dict:
     roles = await roles_of(t.session, t.person.member) if t.person.member else []
+    names = await menus.staff_commands(t.session, t.person.member)
     return {
         "member": t.person.member,
         "unit": t.person.unit,
         "roles": [grant.role.value for grant, _ in roles],
+        "staff_commands": menus.staff_help(t.services, t.locale, names),
     }
 
 
@@ -121,6 +138,7 @@ async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     """/help: what the bot does and the commands this person can use."""
     async with turn(update, context) as t:
         await send(update, context, t.render("help", **await _menu_context(t)))
+        await _refresh_menu(context, t)
 
 
 async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -150,3 +168,4 @@ async def language_chosen(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
         await set_locale(t.session, t.person.identity, locale)
         t.locale = locale
         await show(update, context, t.render("language/set"))
+        await _refresh_menu(context, t)

@@ -13,7 +13,8 @@ async def campaign_or_explain(update: Update, context: ContextTypes.DEFAULT_TYPE
     """The campaign in force for the member, or None after telling them why there is none."""
     if not t.person.joined:
         await answer_query(update)
-        await send(update, context, t.render("common/join_first"))
+        name = "common/membership_inactive" if t.person.inactive else "common/join_first"
+        await send(update, context, t.render(name))
         return None
     assert t.person.unit is not None
     in_force = await campaigns.in_force_for_unit(t.session, t.person.unit, t.services.clock.today())

@@ -66,3 +66,33 @@ async def usable_invite(session: AsyncSession, code: str, at: datetime) -> Invit
     if invite.max_uses is not None and invite.uses >= invite.max_uses:
         raise Refusal("start/invite_used_up")
     return invite
+
+
+async def invite_by(
+    session: AsyncSession, actor: Member | None, unit: Unit, role: Role, at: datetime
+) -> Invite:
+    """An invite made in chat: members' invites need Action.invite at the unit, officer and
+    leader invites the right to grant that role there (the same rule as granting it)."""
+    from bot.services.authorization import Action, may
+    from bot.services.roles import may_grant
+
+    if not await may(session, actor, Action.invite, unit):
+        raise Refusal("invite/out_of_scope")
+    if role != Role.member and not await may_grant(session, actor, unit, role):
+        raise Refusal("roles/not_yours", unit=unit, role=role.value)
+    return await create_invite(session, unit, at, role)
+
+
+QR_SCALE = 10
+
+
+def qr_png(link: str) -> bytes:
+    """The link as a QR code PNG, large enough to print for a notice board (CPU work: run it
+    off the event loop)."""
+    import io
+
+    import segno
+
+    buffer = io.BytesIO()
+    segno.make(link, error="m").save(buffer, kind="png", scale=QR_SCALE, border=4)
+    return buffer.getvalue()

@@ -20,6 +20,7 @@ class Person:
     identity: ChatIdentity
     member: Member | None
     unit: Unit | None
+    inactive: bool = False  # linked to a member who left the union (deactivated)
 
     @property
     def joined(self) -> bool:
@@ -58,7 +59,8 @@ async def load_person(
         ).first()
         if row is not None:
             member, unit = row
-    return Person(identity=identity, member=member, unit=unit)
+    inactive = identity.member_id is not None and member is None
+    return Person(identity=identity, member=member, unit=unit, inactive=inactive)
 
 
 async def _identity(session: AsyncSession, channel: str, user_id: str) -> ChatIdentity | None:
