@@ -181,6 +181,10 @@ async def test_district_leader_sees_names_and_counts_but_not_the_text(school):
     said = await act(svc, ha, lambda: ha.press_data(f"rv:doc:{pledge_id}"))
     assert said.templates == ["review/not_allowed"]
     assert all(m.kind == "text" for m in said.messages)
+    # Nor can she type in a school member's paper form: the search finds nobody she may.
+    await say(svc, ha, "/enterpledge")
+    said = await say(svc, ha, "nguyen thi lan")
+    assert said.templates == ["review/found"] and "Không tìm thấy" in said.text
 
 
 async def test_officer_approves_and_the_member_is_told(school):
@@ -193,7 +197,10 @@ async def test_officer_approves_and_the_member_is_told(school):
     assert "Nguyễn Thị Lan" in said.text and "CĐCS Trường THPT Phan Thiết" in said.text
     assert ANSWERS[2] in said.text and "trong hạn" in said.text
     said = await press(svc, dung, label(svc, "approve"))
-    assert said.templates == ["review/notice_approved", "review/approved"] and "Đoàn viên đã được báo" in said.text
+    assert (
+        said.templates == ["review/notice_approved", "review/approved"]
+        and "Đoàn viên đã được báo" in said.text
+    )
     got = await school.drain()
     [notice] = got["lan"]
     assert "đã được Phạm Văn Dũng duyệt" in notice.text
@@ -217,6 +224,8 @@ async def test_return_then_revision_after_the_deadline_until_the_revise_date(sch
     assert said.templates == ["review/ask_comment"]
     said = await say(svc, dung, "...")
     assert said.templates == ["review/comment_empty"]
+    said = await say(svc, dung, "x" * 1001)
+    assert said.templates == ["review/comment_too_long"] and "1001" in said.text
     said = await say(svc, dung, "Phần 4 cần cụ thể hơn: nêu việc làm và thời gian.")
     assert said.templates == ["review/ask_date"]
     assert said.last.buttons == [[label(svc, f"days_{d}") for d in (3, 7, 14)]]
@@ -224,9 +233,13 @@ async def test_return_then_revision_after_the_deadline_until_the_revise_date(sch
     assert said.templates == ["review/date_past"] and "1/4/2024 đã qua" in said.text
     said = await say(svc, dung, "31/2/2024")
     assert said.templates == ["review/bad_date"]
+    said = await say(svc, dung, "1/1/2030")
+    assert said.templates == ["review/date_too_far"]
     assert (await school.pledge("lan")).review is None  # nothing recorded by bad dates
     said = await press(svc, dung, label(svc, "days_7"))
-    assert said.templates == ["review/notice_returned", "review/returned"] and "12/4/2024" in said.text
+    assert (
+        said.templates == ["review/notice_returned", "review/returned"] and "12/4/2024" in said.text
+    )
     got = await school.drain()
     [notice] = got["lan"]
     assert "cần cụ thể hơn" in notice.text and "12/4/2024" in notice.text
@@ -316,6 +329,8 @@ async def test_officer_enters_a_paper_pledge_for_a_member(school):
     svc, dung, binh = school.svc, school.users["dung"], school.users["binh"]
     said = await say(svc, dung, "/enterpledge")
     assert said.templates == ["review/ask_name"]
+    said = await say(svc, dung, "b")
+    assert said.templates == ["review/search_short"]
     said = await say(svc, dung, "minh")  # the factory's member: not his CĐCS
     assert said.templates == ["review/found"] and "Không tìm thấy" in said.text
     said = await say(svc, dung, "tran van binh")  # diacritics ignored

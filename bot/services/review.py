@@ -532,7 +532,7 @@ async def search(
             .where(
                 in_subtree(top),
                 col(Member.active).is_(True),
-                col(Member.name_key).contains(key),
+                col(Member.name_key).contains(key, autoescape=True),
             )
             .order_by(col(Member.name_key))
             .limit(SEARCH_SHOWN * 3)
