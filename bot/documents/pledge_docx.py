@@ -9,6 +9,7 @@ this module only places them. Blocking work: call it through `asyncio.to_thread`
 
 from __future__ import annotations
 
+import html
 from io import BytesIO
 
 from docx import Document
@@ -120,10 +121,11 @@ def build(doc: PledgeDocument, words: dict[str, str], locale: str = "vi") -> byt
 
 
 def parse_words(text: str) -> dict[str, str]:
-    """`key: text` lines of the rendered `documents/pledge` template."""
+    """`key: text` lines of the rendered `documents/pledge` template (rendered for Telegram,
+    so HTML-escaped: a name with "&" must print as "&")."""
     words: dict[str, str] = {}
     for line in text.splitlines():
         if ":" in line:
             key, value = line.split(":", 1)
-            words[key.strip()] = value.strip()
+            words[key.strip()] = html.unescape(value.strip())
     return words
