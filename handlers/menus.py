@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 # The officer/leader commands, in menu order, and the action each one needs.
 STAFF_COMMANDS = (
     ("pending", Action.view_pending),
+    ("enterpledge", Action.review_pledge),
     ("summary", Action.view_summary),
     ("broadcast", Action.broadcast),
     ("invite", Action.invite),

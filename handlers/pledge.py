@@ -120,4 +120,9 @@ async def my_pledge(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if in_force is None:
             return
         view = await pledges.my_pledge(t.session, t.person, in_force)
-        await send(update, context, t.render("pledge/mine", view=view, member=t.person.member))
+        markup = None
+        if view.status in ("on_time", "late"):
+            markup = keyboard([[(t.label("print_pledge"), "rv:mine")]])
+        await send(
+            update, context, t.render("pledge/mine", view=view, member=t.person.member), markup
+        )

@@ -5,13 +5,17 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from bot.services import joining, pledges
+from bot.services import joining, pledges, review
 from bot.services.chat_state import get_state
 from handlers import members as members_handlers
 from handlers import pledge as pledge_handlers
+from handlers import review as review_handlers
 from handlers import roles as roles_handlers
 from handlers import start as start_handlers
 from handlers.common import send, turn
+
+# Flows of officers that take typed text (returning a pledge, finding a member, a paper form).
+_OFFICER_FLOWS = (review.FLOW_RETURN, review.FLOW_SEARCH, pledges.PAPER_FLOW)
 
 # What each flow expects when it gets something it cannot use.
 _EXPECTING = {
@@ -27,6 +31,8 @@ async def text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         flow = state.flow if state else None
         if flow == pledges.FLOW:
             await pledge_handlers.section_text(update, context, t)
+        elif flow in _OFFICER_FLOWS:
+            await review_handlers.text_in_flow(update, context, t, flow)
         elif flow == joining.FLOW_NAME:
             await start_handlers.full_name(update, context, t)
         elif flow == roles_handlers.FLOW and state is not None:
@@ -53,7 +59,7 @@ async def not_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         flow = state.flow if state else None
         if flow in _EXPECTING:
             name = _EXPECTING[flow]
-        elif flow in (pledges.FLOW, joining.FLOW_NAME):
+        elif flow in (pledges.FLOW, joining.FLOW_NAME, *_OFFICER_FLOWS):
             name = "common/text_expected"
         else:
             name = "common/hint" if t.person.joined else "start/no_invite"

@@ -9,8 +9,17 @@ from typing import Any
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.models import ChatState, Deadline, Pledge, PledgeStatus, PledgeVersion
-from bot.services import chat_state
+from bot.models import (
+    ChatState,
+    Deadline,
+    Member,
+    Pledge,
+    PledgeReview,
+    PledgeStatus,
+    PledgeVersion,
+    ReviewDecision,
+)
+from bot.services import chat_state, tallies
 from bot.services import deadlines as deadline_rules
 from bot.services.campaigns import CampaignInForce
 from bot.services.errors import Refusal
@@ -18,7 +27,28 @@ from bot.services.people import Person
 from bot.text import nfc
 
 FLOW = "pledge"
+PAPER_FLOW = "paper_pledge"  # an officer typing in a member's paper form, in the officer's chat
 SECTION_MAX = 1000
+
+
+@dataclass(frozen=True)
+class Writer:
+    """Who fills the wizard in, and for whom: the member in their own chat, or an officer
+    entering a member's paper form (answers kept in the officer's chat state, so the
+    member's own draft is never touched)."""
+
+    identity_id: int  # the chat whose state holds the wizard
+    owner_id: int  # whose pledge it is
+    entered_by: int | None = None  # the officer, for a paper form
+
+    @property
+    def flow(self) -> str:
+        return FLOW if self.entered_by is None else PAPER_FLOW
+
+
+def _writer(person: Person) -> Writer:
+    assert person.member is not None
+    return Writer(person.identity.id, person.member.id)
 
 
 @dataclass(frozen=True)
@@ -71,6 +101,10 @@ class PledgeView:
     deadline: Deadline | None
     has_newer_draft: bool = False
     versions: list[int] = field(default_factory=list)
+    entered_by: str | None = None  # the officer who typed in the paper form, by name
+    review: ReviewDecision | None = None
+    revise_by: date | None = None
+    comment: str | None = None  # the officer's comment when the pledge was returned
 
 
 async def _pledge(session: AsyncSession, member_id: int, campaign_id: int) -> Pledge | None:
@@ -93,13 +127,35 @@ async def _current_sections(session: AsyncSession, pledge: Pledge) -> dict[str, 
     return dict(row.sections) if row else {}
 
 
+def _answers(state: ChatState, pledge: Pledge) -> dict[str, str]:
+    if state.flow == PAPER_FLOW:
+        return dict(state.data.get("answers", {}))
+    return dict(pledge.draft)
+
+
+def revision_open(pledge: Pledge, deadline: Deadline | None, at: datetime, tz: tzinfo) -> bool:
+    """A filed pledge may be revised while the deadline is still ahead, or, once an officer
+    returned it, up to the day they set (inclusive, local), even past the deadline."""
+    if deadline is None or deadline_rules.is_on_time(deadline, at, tz):
+        return True
+    return (
+        pledge.revise_by is not None
+        and pledge.review != ReviewDecision.approved
+        and at.astimezone(tz).date() <= pledge.revise_by
+    )
+
+
+def _revise_closed(pledge: Pledge, deadline: Deadline | None) -> Refusal:
+    return Refusal("pledge/revise_closed", deadline=deadline, revise_by=pledge.revise_by)
+
+
 def _view(state: ChatState, pledge: Pledge, in_force: CampaignInForce) -> WizardView:
     return WizardView(
         step=state.step,
         total=len(in_force.sections()),
         version=state.version,
         sections=in_force.sections(),
-        answers=dict(pledge.draft),
+        answers=_answers(state, pledge),
         deadline=in_force.pledge_deadline,
         revising=pledge.status == PledgeStatus.submitted,
     )
@@ -109,49 +165,55 @@ async def open_wizard(
     session: AsyncSession, person: Person, in_force: CampaignInForce, at: datetime, tz: tzinfo
 ) -> WizardView:
     """/pledge: resume the saved step, or start (a revision starts from the pledge in force)."""
-    assert person.member is not None
-    pledge = await _pledge(session, person.member.id, in_force.campaign.id)
+    return await open_as(session, _writer(person), in_force, at, tz)
+
+
+async def open_as(
+    session: AsyncSession, writer: Writer, in_force: CampaignInForce, at: datetime, tz: tzinfo
+) -> WizardView:
+    """Open the wizard for `writer`; a paper form is only taken for a pledge not filed yet
+    (the caller checked the officer may read and write it)."""
+    pledge = await _pledge(session, writer.owner_id, in_force.campaign.id)
     deadline = in_force.pledge_deadline
-    if (
-        pledge is not None
-        and pledge.status == PledgeStatus.submitted
-        and deadline is not None
-        and not deadline_rules.is_on_time(deadline, at, tz)
-    ):
-        raise Refusal("pledge/revise_closed", deadline=deadline)
+    if pledge is not None and pledge.status == PledgeStatus.submitted:
+        if writer.entered_by is not None:
+            raise Refusal("review/paper_already_filed")
+        if not revision_open(pledge, deadline, at, tz):
+            raise _revise_closed(pledge, deadline)
     if pledge is None:
-        pledge = Pledge(member_id=person.member.id, campaign_id=in_force.campaign.id, updated_at=at)
+        pledge = Pledge(member_id=writer.owner_id, campaign_id=in_force.campaign.id, updated_at=at)
         session.add(pledge)
         await session.flush()
-    state = await chat_state.get_state(session, person.identity.id)
-    if state is not None and state.flow == FLOW and state.data.get("pledge_id") == pledge.id:
+    state = await chat_state.get_state(session, writer.identity_id)
+    if state is not None and state.flow == writer.flow and state.data.get("pledge_id") == pledge.id:
         state = chat_state.put_state(
-            session, state, person.identity.id, FLOW, state.step, state.data, at
+            session, state, writer.identity_id, writer.flow, state.step, state.data, at
         )
     else:
-        if pledge.status == PledgeStatus.submitted and not pledge.draft:
+        data: dict[str, Any] = {"pledge_id": pledge.id}
+        if writer.entered_by is not None:
+            data |= {"member_id": writer.owner_id, "answers": {}}
+        elif pledge.status == PledgeStatus.submitted and not pledge.draft:
             pledge.draft = await _current_sections(session, pledge)
             session.add(pledge)
-        state = chat_state.put_state(
-            session, state, person.identity.id, FLOW, 0, {"pledge_id": pledge.id}, at
-        )
+        state = chat_state.put_state(session, state, writer.identity_id, writer.flow, 0, data, at)
     await session.commit()
     return _view(state, pledge, in_force)
 
 
 async def _active(
-    session: AsyncSession, person: Person, in_force: CampaignInForce, version: int | None
+    session: AsyncSession, writer: Writer, in_force: CampaignInForce, version: int | None
 ) -> tuple[ChatState, Pledge]:
     """The wizard this chat is in; a button from another step or another pledge is stale."""
-    state = await chat_state.get_state(session, person.identity.id)
-    if state is None or state.flow != FLOW:
+    state = await chat_state.get_state(session, writer.identity_id)
+    if state is None or state.flow != writer.flow:
         raise Refusal("common/stale_button" if version is not None else "pledge/not_in_wizard")
     if version is not None and version != state.version:
         raise Refusal("common/stale_button")
     pledge = await session.get(Pledge, state.data.get("pledge_id"))
     if (
         pledge is None
-        or pledge.member_id != (person.member.id if person.member else None)
+        or pledge.member_id != writer.owner_id
         or (pledge.campaign_id != in_force.campaign.id)
     ):
         await chat_state.clear_state(session, state)
@@ -174,16 +236,27 @@ async def answer(
     session: AsyncSession, person: Person, in_force: CampaignInForce, text: str, at: datetime
 ) -> WizardView:
     """Save the typed text as the current section's answer and move to the next step."""
-    state, pledge = await _active(session, person, in_force, None)
+    return await answer_as(session, _writer(person), in_force, text, at)
+
+
+async def answer_as(
+    session: AsyncSession, writer: Writer, in_force: CampaignInForce, text: str, at: datetime
+) -> WizardView:
+    state, pledge = await _active(session, writer, in_force, None)
     view = _view(state, pledge, in_force)
     if view.is_review:
         raise Refusal("pledge/use_buttons_on_review")
     cleaned = validate_section_text(text)
-    pledge.draft = {**pledge.draft, view.sections[state.step]["key"]: cleaned}
-    pledge.updated_at = at
-    session.add(pledge)
+    key = view.sections[state.step]["key"]
+    data = dict(state.data)
+    if writer.entered_by is not None:
+        data["answers"] = {**data.get("answers", {}), key: cleaned}
+    else:
+        pledge.draft = {**pledge.draft, key: cleaned}
+        pledge.updated_at = at
+        session.add(pledge)
     state = chat_state.put_state(
-        session, state, person.identity.id, FLOW, state.step + 1, state.data, at
+        session, state, writer.identity_id, writer.flow, state.step + 1, data, at
     )
     await session.commit()
     return _view(state, pledge, in_force)
@@ -198,10 +271,23 @@ async def move(
     at: datetime,
 ) -> WizardView:
     """Back (-1) or skip (+1) from a button that belongs to the current step."""
-    state, pledge = await _active(session, person, in_force, version)
+    return await move_as(session, _writer(person), in_force, version, delta, at)
+
+
+async def move_as(
+    session: AsyncSession,
+    writer: Writer,
+    in_force: CampaignInForce,
+    version: int,
+    delta: int,
+    at: datetime,
+) -> WizardView:
+    state, pledge = await _active(session, writer, in_force, version)
     total = len(in_force.sections())
     step = min(max(state.step + delta, 0), total)
-    state = chat_state.put_state(session, state, person.identity.id, FLOW, step, state.data, at)
+    state = chat_state.put_state(
+        session, state, writer.identity_id, writer.flow, step, state.data, at
+    )
     await session.commit()
     return _view(state, pledge, in_force)
 
@@ -225,40 +311,67 @@ async def submit(
     tz: tzinfo,
 ) -> Submitted:
     """File the draft as a new version; the first filing after the deadline is marked late."""
-    state, pledge = await _active(session, person, in_force, version)
+    return await submit_as(session, _writer(person), in_force, version, at, tz)
+
+
+async def submit_as(
+    session: AsyncSession,
+    writer: Writer,
+    in_force: CampaignInForce,
+    version: int,
+    at: datetime,
+    tz: tzinfo,
+) -> Submitted:
+    """A revision clears the officer's decision: the new version awaits review again."""
+    state, pledge = await _active(session, writer, in_force, version)
     view = _view(state, pledge, in_force)
     if view.missing:
         raise Refusal("pledge/missing_sections", missing=view.missing)
     deadline = in_force.pledge_deadline
     on_time = deadline is None or deadline_rules.is_on_time(deadline, at, tz)
     first = pledge.status != PledgeStatus.submitted
-    if not first and not on_time:
-        raise Refusal("pledge/revise_closed", deadline=deadline)
-    pledge.current_version += 1
-    session.add(
-        PledgeVersion(
-            pledge_id=pledge.id,
-            version=pledge.current_version,
-            sections=dict(pledge.draft),
-            submitted_at=at,
-            late=not on_time,
+    if not first and writer.entered_by is not None:
+        raise Refusal("review/paper_already_filed")
+    if not first and not revision_open(pledge, deadline, at, tz):
+        raise _revise_closed(pledge, deadline)
+    async with tallies.tracking(session, pledge.member_id):
+        pledge.current_version += 1
+        session.add(
+            PledgeVersion(
+                pledge_id=pledge.id,
+                version=pledge.current_version,
+                sections=view.answers,
+                submitted_at=at,
+                late=not on_time,
+                entered_by_member_id=writer.entered_by,
+            )
         )
-    )
-    if first:
-        pledge.first_submitted_at = at
-        pledge.late = not on_time
-    pledge.status = PledgeStatus.submitted
-    pledge.draft = {}
-    pledge.updated_at = at
-    session.add(pledge)
+        if first:
+            pledge.first_submitted_at = at
+            pledge.late = not on_time
+        pledge.status = PledgeStatus.submitted
+        pledge.review = None
+        if writer.entered_by is None:
+            pledge.draft = {}
+        pledge.updated_at = at
+        session.add(pledge)
     await chat_state.clear_state(session, state)
     await session.commit()
     return Submitted(
         version=pledge.current_version,
         late=pledge.late,
         first=first,
-        last_day=deadline_rules.last_day(deadline) if deadline else None,
+        last_day=_last_revision_day(pledge, deadline),
     )
+
+
+def _last_revision_day(pledge: Pledge, deadline: Deadline | None) -> date | None:
+    """The last day a revision is taken: the deadline's, or the later revise-by day an
+    officer set when returning the pledge."""
+    last = deadline_rules.last_day(deadline) if deadline else None
+    if last is not None and pledge.revise_by is not None and pledge.review is None:
+        return max(last, pledge.revise_by)
+    return last
 
 
 async def my_pledge(session: AsyncSession, person: Person, in_force: CampaignInForce) -> PledgeView:
@@ -278,6 +391,25 @@ async def my_pledge(session: AsyncSession, person: Person, in_force: CampaignInF
             .order_by(col(PledgeVersion.version))
         )
     ).all()
+    entered_by = (
+        await session.exec(
+            select(Member.full_name)
+            .join(PledgeVersion, col(PledgeVersion.entered_by_member_id) == Member.id)
+            .where(
+                PledgeVersion.pledge_id == pledge.id,
+                PledgeVersion.version == pledge.current_version,
+            )
+        )
+    ).first()
+    comment = None
+    if pledge.review == ReviewDecision.returned:
+        comment = (
+            await session.exec(
+                select(PledgeReview.comment)
+                .where(PledgeReview.pledge_id == pledge.id)
+                .order_by(col(PledgeReview.id).desc())
+            )
+        ).first()
     return PledgeView(
         status="late" if pledge.late else "on_time",
         sections=sections,
@@ -287,4 +419,8 @@ async def my_pledge(session: AsyncSession, person: Person, in_force: CampaignInF
         deadline=deadline,
         has_newer_draft=bool(pledge.draft),
         versions=list(versions),
+        entered_by=entered_by,
+        review=pledge.review,
+        revise_by=pledge.revise_by if pledge.review == ReviewDecision.returned else None,
+        comment=comment,
     )

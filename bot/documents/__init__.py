@@ -1,0 +1,1 @@
+"""Word documents the bot builds (python-docx), off the event loop."""
