@@ -155,9 +155,18 @@ class OutboxWorker:
             else None
         )
         try:
-            await self.bot.send_message(
-                message.chat_id, message.text, reply_markup=markup, rate_limit_args=BACKGROUND
-            )
+            if message.photo:  # a broadcast with a picture: the text is its caption
+                await self.bot.send_photo(
+                    message.chat_id,
+                    message.photo,
+                    caption=message.text,
+                    reply_markup=markup,
+                    rate_limit_args=BACKGROUND,
+                )
+            else:
+                await self.bot.send_message(
+                    message.chat_id, message.text, reply_markup=markup, rate_limit_args=BACKGROUND
+                )
         except Forbidden:
             await self._mark(outbox.mark_blocked, message)
             self.results["blocked"] += 1

@@ -1,0 +1,1 @@
+"""Files the bot builds: spreadsheets, Word reports, charts (run off the event loop)."""
