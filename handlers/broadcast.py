@@ -97,7 +97,8 @@ async def _show_preview(
     preview = view.preview
     assert preview is not None
     v = view.version
-    await answer_query(update)  # also ends the read transaction before the network calls
+    if t.session.in_transaction():  # never hold the database across the network calls
+        await t.session.commit()
     chat = update.effective_chat
     assert chat is not None
     if preview.audience != BroadcastAudience.not_joined:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta, tzinfo
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy import exists, func, not_, update
@@ -350,6 +350,8 @@ async def confirm(
     assert unit is not None and person.member is not None
     if send_at is not None and send_at <= at:
         raise Refusal("broadcast/schedule_past", when=send_at)
+    if send_at is not None:
+        send_at = send_at.astimezone(UTC)  # stored times are UTC (SQLite keeps no zone)
     audience, target = await _send_target(session, state, unit)
     broadcast = Broadcast(
         sender_member_id=person.member.id,
@@ -562,6 +564,17 @@ async def _status_counts(session: AsyncSession, broadcast_id: int | None) -> dic
 
 def _open_rows(counts: dict[str, int]) -> int:
     return counts.get(OutboxStatus.pending, 0) + counts.get(OutboxStatus.claimed, 0)
+
+
+async def stopped_among(session: AsyncSession, broadcast_ids: set[int]) -> set[int]:
+    """Which of these broadcasts their sender stopped (the outbox worker skips their rows)."""
+    rows = await session.exec(
+        select(Broadcast.id).where(
+            col(Broadcast.id).in_(list(broadcast_ids)),
+            Broadcast.status == BroadcastStatus.cancelled,
+        )
+    )
+    return {id_ for id_ in rows.all() if id_ is not None}
 
 
 async def cancel_broadcast(
