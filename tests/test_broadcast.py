@@ -284,7 +284,8 @@ def _school(town: Town) -> list:
 
 async def test_stopping_a_broadcast_mid_way_sends_no_more(town):
     svc, dung = town.svc, town.people["dung"]
-    crowd = await _crowd(town, 40)
+    crowd = await _crowd(town, 60)
+    total = len(crowd) + 2  # and Lan and Bình
     await compose(town, "dung", "Tin dài hơi.", "bc_all")
     await press(svc, dung, label(svc, "bc_send_now"))
     worker = OutboxWorker(svc, town.bot.application.bot, concurrency=1)
@@ -296,15 +297,16 @@ async def test_stopping_a_broadcast_mid_way_sends_no_more(town):
     await sending
     delivered = sum(_copies(u, "Tin dài hơi.") for u in [*crowd, *_school(town)])
     statuses = [row.status for row in await town.rows()]
-    assert statuses.count(OutboxStatus.sent) == delivered < 42
-    assert statuses.count(OutboxStatus.cancelled) == 42 - delivered
+    assert statuses.count(OutboxStatus.sent) == delivered < total
+    assert statuses.count(OutboxStatus.cancelled) == total - delivered
     svc.clock.advance(outbox.LEASE + timedelta(seconds=1))
     assert await OutboxWorker(svc, town.bot.application.bot).drain() == 0
     [broadcast] = await town.broadcasts()
     assert broadcast.status == BroadcastStatus.cancelled
     await town.tick()
     [report] = (await town.received())["dung"]
-    assert f"Đã nhận: {delivered}" in report.text and f"Đã hủy: {42 - delivered}" in report.text
+    assert f"Đã nhận: {delivered}" in report.text
+    assert f"Đã hủy: {total - delivered}" in report.text
     await dung.press_data("bc:stop:1")  # stopping twice (an old button): told so
     answer = await dung.wait_callback_answer()
     assert answer["show_alert"] and "đã gửi xong hoặc đã dừng" in answer["text"]
@@ -379,3 +381,67 @@ async def test_a_forged_button_for_another_senders_broadcast_is_refused(town):
     await dung.press_data("bc:u:1:999")  # a unit from no wizard of his
     answer = await dung.wait_callback_answer()
     assert "cũ" in answer["text"]
+
+
+async def test_an_officer_of_two_units_picks_one_and_cannot_forge_another(town):
+    svc, dung = town.svc, town.people["dung"]
+    async with svc.db.session() as session:
+        await grant_role(session, town.members["dung"], town.union.factory, Role.officer,
+                         svc.clock.now())  # fmt: skip
+        await session.commit()
+    said = await say(svc, dung, "/broadcast")
+    assert shown(said) == ["broadcast/pick_unit"]
+    assert [row[0] for row in said.last.buttons[:2]] == [
+        town.union.school.name,
+        town.union.factory.name,
+    ]
+    version = said.last.callback_data(town.union.school.name).split(":")[2]
+    forged = f"bc:u:{version}:{town.union.district.id}"  # a unit above his roles
+    said = await act(svc, dung, lambda: dung.press_data(forged))
+    assert shown(said) == ["broadcast/unit_not_allowed"]
+    said = await press(svc, dung, town.union.factory.name)
+    assert shown(said) == ["broadcast/ask_content"] and town.union.factory.name in said.text
+    await say(svc, dung, "Nhà máy nghỉ chiều thứ Sáu.")
+    await press(svc, dung, label(svc, "bc_all"))
+    await press(svc, dung, label(svc, "bc_send_now"))
+    got = await town.deliver()
+    assert list(got) == ["mai"]
+    assert got["mai"][0].text.startswith(f"📢 Thông báo của {town.union.factory.name}")
+
+
+async def test_a_failed_report_is_sent_on_the_next_tick_and_only_once(town):
+    svc, dung = town.svc, town.people["dung"]
+    await compose(town, "dung", "Thử báo cáo.", "bc_all")
+    await press(svc, dung, label(svc, "bc_send_now"))
+    await town.deliver()
+    town.emulator.fail_chat(dung.id, status=502, times=1, methods=["sendDocument"])
+    await town.tick()
+    assert "dung" not in await town.received()
+    [broadcast] = await town.broadcasts()
+    assert broadcast.reported_at is None  # not lost: the next tick tries again
+    await town.tick()
+    await town.tick()
+    assert [m.kind for m in (await town.received())["dung"]] == ["document"]
+
+
+async def test_stopping_a_scheduled_broadcast_sends_nothing_ever(town):
+    svc, dung = town.svc, town.people["dung"]
+    await compose(town, "dung", "Hẹn mà thôi.", "bc_all")
+    await press(svc, dung, label(svc, "bc_schedule"))
+    said = await press(svc, dung, label(svc, "bc_tomorrow"))
+    said = await press(svc, dung, f"{label(svc, 'bc_stop')} #1")
+    assert "Đã gửi được 0 người" in said.text
+    svc.clock.advance(timedelta(days=2))
+    await town.tick()
+    assert await town.deliver() == {}
+    assert "dung" not in await town.received()  # no report for what never went out
+
+
+async def test_cancel_leaves_the_wizard_and_sends_nothing(town):
+    svc, dung = town.svc, town.people["dung"]
+    await compose(town, "dung", "Bỏ đi.", "bc_all")
+    said = await say(svc, dung, "/cancel")
+    assert shown(said) == ["common/cancelled"]
+    said = await say(svc, dung, "Chữ gõ sau khi hủy.")
+    assert shown(said) == ["common/hint"]
+    assert await town.broadcasts() == [] and await town.deliver() == {}
