@@ -53,7 +53,9 @@ async def send_reports(svc: Services, bot: Bot) -> int:
             locale = report.locale or svc.settings.locale
             labels = _labels(svc, locale)
             headers = (labels["name"], labels["unit"], labels["status"])
-            data = await asyncio.to_thread(delivery_xlsx.build, report.lines, headers, labels)
+            data = await asyncio.to_thread(
+                delivery_xlsx.build, report.lines, labels["sheet"], headers, labels
+            )
             caption = svc.renderer.text("broadcast/report", locale, report=report)
             try:
                 await bot.send_document(

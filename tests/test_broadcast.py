@@ -445,3 +445,15 @@ async def test_cancel_leaves_the_wizard_and_sends_nothing(town):
     said = await say(svc, dung, "Chữ gõ sau khi hủy.")
     assert shown(said) == ["common/hint"]
     assert await town.broadcasts() == [] and await town.deliver() == {}
+
+
+async def test_each_member_reads_the_notice_in_their_own_language(town):
+    svc = town.svc
+    await say(svc, town.people["lan"], "/language")
+    await press(svc, town.people["lan"], label(svc, "lang_en"))
+    await compose(town, "dung", "Họp lúc 14h.", "bc_all")
+    await press(svc, town.people["dung"], label(svc, "bc_send_now"))
+    got = await town.deliver()
+    school = town.union.school.name
+    assert got["lan"][0].text == f"📢 Notice from {school}\n\nHọp lúc 14h."
+    assert got["binh"][0].text == f"📢 Thông báo của {school}\n\nHọp lúc 14h."
