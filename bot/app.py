@@ -25,6 +25,7 @@ from bot.context import BOT_DATA_KEY, Services
 from bot.ratelimit import LaneRateLimiter
 from bot.update_processor import PerChatUpdateProcessor
 from handlers import (
+    broadcast,
     guards,
     invite,
     members,
@@ -100,6 +101,7 @@ def add_handlers(application: Application) -> None:
             CommandHandler("members", members.members_command, filters=private),
             CommandHandler("roles", roles.roles_command, filters=private),
             CommandHandler("enterpledge", review.enter_pledge, filters=private),
+            CommandHandler("broadcast", broadcast.broadcast, filters=private),
             ChatMemberHandler(reminders.chat_member, ChatMemberHandler.MY_CHAT_MEMBER),
             CallbackQueryHandler(start.consent, pattern=r"^cs:"),
             CallbackQueryHandler(start.language_chosen, pattern=r"^lang:"),
@@ -111,6 +113,7 @@ def add_handlers(application: Application) -> None:
             CallbackQueryHandler(members.button, pattern=r"^mb:"),
             CallbackQueryHandler(invite.button, pattern=r"^iv:"),
             CallbackQueryHandler(review.button, pattern=r"^rv:"),
+            CallbackQueryHandler(broadcast.button, pattern=r"^bc:"),
             CallbackQueryHandler(guards.unknown_button),
             MessageHandler(private & filters.CONTACT, start.contact),
             MessageHandler(private & filters.COMMAND, start.help_command),

@@ -5,8 +5,9 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from bot.services import joining, pledges, review
+from bot.services import broadcasts, joining, pledges, review
 from bot.services.chat_state import get_state
+from handlers import broadcast as broadcast_handlers
 from handlers import members as members_handlers
 from handlers import pledge as pledge_handlers
 from handlers import review as review_handlers
@@ -33,6 +34,8 @@ async def text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             await pledge_handlers.section_text(update, context, t)
         elif flow in _OFFICER_FLOWS:
             await review_handlers.text_in_flow(update, context, t, flow)
+        elif flow == broadcasts.FLOW:
+            await broadcast_handlers.typed(update, context, t)
         elif flow == joining.FLOW_NAME:
             await start_handlers.full_name(update, context, t)
         elif flow == roles_handlers.FLOW and state is not None:
@@ -57,6 +60,9 @@ async def not_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     async with turn(update, context) as t:
         state = await get_state(t.session, t.person.identity.id)
         flow = state.flow if state else None
+        if flow == broadcasts.FLOW:  # a photo (with its caption) can be the notice
+            await broadcast_handlers.typed(update, context, t)
+            return
         if flow in _EXPECTING:
             name = _EXPECTING[flow]
         elif flow in (pledges.FLOW, joining.FLOW_NAME, *_OFFICER_FLOWS):

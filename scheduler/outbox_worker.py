@@ -15,7 +15,7 @@ from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 from bot.context import Services
 from bot.models import OutboxMessage
 from bot.ratelimit import retry_after_seconds
-from bot.services import outbox
+from bot.services import broadcasts, outbox
 
 logger = logging.getLogger(__name__)
 BACKGROUND = {"lane": "background"}
@@ -52,6 +52,11 @@ class OutboxWorker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._sent_ids: list[int] = []
+        # Broadcasts with rows in hand, and those of them their sender stopped: rows already
+        # claimed are skipped rather than sent (the stop marked them cancelled).
+        self._broadcasts_in_hand: set[int] = set()
+        self._stopped_broadcasts: set[int] = set()
+        self.stop_check_seconds = 0.25
         self._flush_lock = asyncio.Lock()
         self.results: dict[str, int] = {"sent": 0, "blocked": 0, "retry": 0, "failed": 0}
 
@@ -78,6 +83,8 @@ class OutboxWorker:
 
         async def one(message: OutboxMessage) -> None:
             async with gate:
+                if message.broadcast_id in self._stopped_broadcasts:
+                    return
                 await self._deliver(message)
 
         def done(task: asyncio.Task[None]) -> None:
@@ -89,12 +96,17 @@ class OutboxWorker:
             while True:
                 claimed = [] if self._stopping else await self._claim()
                 total += len(claimed)
+                self._broadcasts_in_hand.update(
+                    m.broadcast_id for m in claimed if m.broadcast_id is not None
+                )
                 for message in claimed:
                     task = asyncio.create_task(one(message))
                     in_hand.add(task)
                     task.add_done_callback(done)
                 if not claimed:
                     await asyncio.gather(*in_hand)
+                    self._broadcasts_in_hand.clear()
+                    self._stopped_broadcasts.clear()
                     return total
                 room.clear()
                 if len(in_hand) > low_water:
@@ -111,13 +123,23 @@ class OutboxWorker:
             return await outbox.claim(session, self.name, self.svc.clock.now(), self.batch)
 
     async def _flush_every_interval(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        next_check = loop.time()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.flush_seconds)
             try:
                 await self._flush()
+                if self._broadcasts_in_hand and loop.time() >= next_check:
+                    next_check = loop.time() + self.stop_check_seconds
+                    await self._check_stopped()
             except Exception:  # kept for the next flush; a hiccup must not stop the sends
                 logger.exception("marking sent outbox rows failed")
+
+    async def _check_stopped(self) -> None:
+        async with self.svc.db.reader() as session:
+            stopped = await broadcasts.stopped_among(session, self._broadcasts_in_hand)
+        self._stopped_broadcasts |= stopped
 
     async def _flush(self) -> None:
         """Mark the delivered rows; on failure or cancellation they wait for the next try."""
@@ -155,9 +177,18 @@ class OutboxWorker:
             else None
         )
         try:
-            await self.bot.send_message(
-                message.chat_id, message.text, reply_markup=markup, rate_limit_args=BACKGROUND
-            )
+            if message.photo:  # a broadcast with a picture: the text is its caption
+                await self.bot.send_photo(
+                    message.chat_id,
+                    message.photo,
+                    caption=message.text,
+                    reply_markup=markup,
+                    rate_limit_args=BACKGROUND,
+                )
+            else:
+                await self.bot.send_message(
+                    message.chat_id, message.text, reply_markup=markup, rate_limit_args=BACKGROUND
+                )
         except Forbidden:
             await self._mark(outbox.mark_blocked, message)
             self.results["blocked"] += 1

@@ -17,6 +17,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from telegram.ext import Application
 
 from bot.context import BOT_DATA_KEY, Services
+from scheduler.broadcasts import tick as broadcast_tick
 from scheduler.notices import plan_tick
 from scheduler.outbox_worker import OutboxWorker
 
@@ -38,6 +39,11 @@ async def _tick(svc: Services, worker: OutboxWorker) -> None:
             worker.wake()
     except Exception:  # one failed tick must not stop the next one
         logger.exception("planning tick failed")
+    try:
+        if await broadcast_tick(svc, worker.bot):
+            worker.wake()
+    except Exception:
+        logger.exception("broadcast tick failed")
 
 
 async def _analyze(svc: Services) -> None:

@@ -1,1 +1,1 @@
-"""Word documents the bot builds (python-docx), off the event loop."""
+"""Files the bot builds (python-docx, openpyxl), off the event loop."""

@@ -37,6 +37,8 @@ class Queued:
     chat_id: str
     text: str
     reply_markup: dict[str, Any] | None = None
+    photo: str | None = None  # a Telegram file_id: sent as a photo with `text` as its caption
+    broadcast_id: int | None = None
 
 
 def _insert(session: AsyncSession):
@@ -64,6 +66,8 @@ async def enqueue(session: AsyncSession, messages: list[Queued], at: datetime) -
             "chat_id": m.chat_id,
             "text": m.text,
             "reply_markup": m.reply_markup,
+            "photo": m.photo,
+            "broadcast_id": m.broadcast_id,
             "status": OutboxStatus.pending.value,
             "attempts": 0,
             "not_before": at,
@@ -124,7 +128,12 @@ async def claim(
 
 
 async def _set(session: AsyncSession, message_id: int, **values: Any) -> None:
-    await session.exec(update(OutboxMessage).where(OutboxMessage.id == message_id).values(**values))
+    """Settle a claimed row; one cancelled meanwhile (a broadcast stopped) stays cancelled."""
+    await session.exec(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message_id, OutboxMessage.status == OutboxStatus.claimed)
+        .values(**values)
+    )
     await session.commit()
 
 
