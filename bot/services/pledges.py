@@ -10,7 +10,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.models import ChatState, Deadline, Pledge, PledgeStatus, PledgeVersion
-from bot.services import chat_state
+from bot.services import chat_state, tallies
 from bot.services import deadlines as deadline_rules
 from bot.services.campaigns import CampaignInForce
 from bot.services.errors import Refusal
@@ -234,23 +234,24 @@ async def submit(
     first = pledge.status != PledgeStatus.submitted
     if not first and not on_time:
         raise Refusal("pledge/revise_closed", deadline=deadline)
-    pledge.current_version += 1
-    session.add(
-        PledgeVersion(
-            pledge_id=pledge.id,
-            version=pledge.current_version,
-            sections=dict(pledge.draft),
-            submitted_at=at,
-            late=not on_time,
+    async with tallies.tracking(session, pledge.member_id):
+        pledge.current_version += 1
+        session.add(
+            PledgeVersion(
+                pledge_id=pledge.id,
+                version=pledge.current_version,
+                sections=dict(pledge.draft),
+                submitted_at=at,
+                late=not on_time,
+            )
         )
-    )
-    if first:
-        pledge.first_submitted_at = at
-        pledge.late = not on_time
-    pledge.status = PledgeStatus.submitted
-    pledge.draft = {}
-    pledge.updated_at = at
-    session.add(pledge)
+        if first:
+            pledge.first_submitted_at = at
+            pledge.late = not on_time
+        pledge.status = PledgeStatus.submitted
+        pledge.draft = {}
+        pledge.updated_at = at
+        session.add(pledge)
     await chat_state.clear_state(session, state)
     await session.commit()
     return Submitted(

@@ -1,15 +1,19 @@
-"""The one summary of a unit's subtree: `/summary`, digests, exports and reports all call it."""
+"""The one summary of a unit's subtree: `/summary`, digests, exports and reports all call it.
+
+It reads the stored per-unit counts (bot/services/tallies.py), one row per unit in scope, so
+a province's summary costs the same with a hundred or a million members.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 
-from sqlalchemy import and_, case, func
+from sqlalchemy import and_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.models import Campaign, ChatIdentity, Member, Pledge, PledgeStatus, Unit
+from bot.models import Unit, UnitPledgeTally, UnitTally
 from bot.services import campaigns
 from bot.services.units import in_subtree
 
@@ -24,6 +28,7 @@ class Figures:
     on_bot: int = 0  # active members linked to a chat identity that has not blocked the bot
     on_time: int = 0
     late: int = 0
+    approved: int = 0  # submitted pledges whose latest review approved them
 
     @property
     def pledged(self) -> int:
@@ -37,12 +42,18 @@ class Figures:
     def pledged_share(self) -> float:
         return self.pledged / self.active if self.active else 1.0
 
+    @property
+    def pledged_percent(self) -> int:
+        """The pledged share as a whole percentage, rounded down (100 only when all did)."""
+        return self.pledged * 100 // self.active if self.active else 100
+
     def add(self, other: Figures) -> None:
         self.members += other.members
         self.active += other.active
         self.on_bot += other.on_bot
         self.on_time += other.on_time
         self.late += other.late
+        self.approved += other.approved
 
 
 @dataclass
@@ -54,7 +65,7 @@ class UnitSummary:
 
 
 async def for_unit(session: AsyncSession, unit_id: int, at: datetime, tz: tzinfo) -> UnitSummary:
-    """Members, active, on the bot, pledges on time / late / missing, per child unit too.
+    """Members, active, on the bot, pledges on time / late / missing / approved, per child too.
 
     A pledge counts when it is submitted for a campaign of the year in force at the unit
     (a lower unit that set its own campaign that year files into its own campaign row).
@@ -64,50 +75,35 @@ async def for_unit(session: AsyncSession, unit_id: int, at: datetime, tz: tzinfo
     today = at.astimezone(tz).date()
     in_force = await campaigns.in_force_for_unit(session, unit, today)
     year = in_force.campaign.year if in_force else None
-
-    on_bot = (
-        select(ChatIdentity.member_id)
-        .where(col(ChatIdentity.blocked_at).is_(None), col(ChatIdentity.member_id).is_not(None))
-        .scalar_subquery()
-    )
-    pledged = (
-        select(Pledge.member_id, Pledge.late)
-        .join(Campaign, col(Campaign.id) == Pledge.campaign_id)
-        .where(Pledge.status == PledgeStatus.submitted, Campaign.year == (year or -1))
-        .subquery()
-    )
-    active = col(Member.active).is_(True)
     rows = await session.exec(
         select(
             Unit.path,
-            func.count(Member.id),
-            func.sum(case((active, 1), else_=0)),
-            func.sum(case((and_(active, col(Member.id).in_(on_bot)), 1), else_=0)),
-            func.sum(
-                case(
-                    (and_(active, pledged.c.member_id.is_not(None), pledged.c.late.is_(False)), 1),
-                    else_=0,
-                )
-            ),
-            func.sum(case((and_(active, pledged.c.late.is_(True)), 1), else_=0)),
+            UnitTally.members,
+            UnitTally.active,
+            UnitTally.on_bot,
+            UnitPledgeTally.on_time,
+            UnitPledgeTally.late,
+            UnitPledgeTally.approved,
         )
-        .join(Member, col(Member.unit_id) == Unit.id)
-        .outerjoin(pledged, pledged.c.member_id == Member.id)
+        .join(UnitTally, col(UnitTally.unit_id) == Unit.id)
+        .outerjoin(
+            UnitPledgeTally,
+            and_(col(UnitPledgeTally.unit_id) == Unit.id, UnitPledgeTally.year == (year or -1)),
+        )
         .where(in_subtree(unit))
-        .group_by(Unit.path)
     )
     children = (await session.exec(select(Unit).where(Unit.parent_id == unit.id))).all()
-    by_child = {child.path: Figures(child) for child in children}
+    by_child = {str(child.id): Figures(child) for child in children}
     total = Figures(unit)
-    for path, members, n_active, n_bot, n_on_time, n_late in rows.all():
+    child_part = unit.depth + 2  # "/1/4/9/".split("/"): ['', '1', '4', '9', '']
+    for path, members, active, on_bot, on_time, late, approved in rows.all():
         figures = Figures(
-            unit, members or 0, n_active or 0, n_bot or 0, n_on_time or 0, n_late or 0
+            unit, members or 0, active or 0, on_bot or 0, on_time or 0, late or 0, approved or 0
         )
         total.add(figures)
-        for child_path, child_figures in by_child.items():
-            if path.startswith(child_path):
-                child_figures.add(figures)
-                break
+        child = by_child.get(path.split("/", child_part + 1)[child_part])
+        if child is not None:
+            child.add(figures)
     ahead = campaigns.upcoming(in_force, today) if in_force else []
     return UnitSummary(
         total=total,
