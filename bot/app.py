@@ -24,7 +24,7 @@ from telegram.request import BaseRequest
 from bot.context import BOT_DATA_KEY, Services
 from bot.ratelimit import LaneRateLimiter
 from bot.update_processor import PerChatUpdateProcessor
-from handlers import guards, pending, pledge, reminders, router, start, topic
+from handlers import guards, pending, pledge, reminders, router, start, summary, topic
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ def add_handlers(application: Application) -> None:
             CommandHandler("mypledge", pledge.my_pledge, filters=private),
             CommandHandler("reminders", reminders.reminders, filters=private),
             CommandHandler("pending", pending.pending, filters=private),
+            CommandHandler("summary", summary.summary_command, filters=private),
             ChatMemberHandler(reminders.chat_member, ChatMemberHandler.MY_CHAT_MEMBER),
             CallbackQueryHandler(start.consent, pattern=r"^cs:"),
             CallbackQueryHandler(start.language_chosen, pattern=r"^lang:"),
@@ -91,8 +92,10 @@ def add_handlers(application: Application) -> None:
             CallbackQueryHandler(reminders.reminders_button, pattern=r"^rm:"),
             CallbackQueryHandler(pledge.pledge, pattern=r"^pl:open$"),
             CallbackQueryHandler(pledge.wizard_button, pattern=r"^pl:"),
+            CallbackQueryHandler(summary.button, pattern=r"^sm:"),
             CallbackQueryHandler(guards.unknown_button),
             MessageHandler(private & filters.CONTACT, start.contact),
+            MessageHandler(private & filters.Document.ALL, summary.document),
             MessageHandler(private & filters.COMMAND, start.help_command),
             MessageHandler(private & filters.TEXT, router.text),
             MessageHandler(private & ~filters.StatusUpdate.ALL, router.not_text),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from bot.services import joining, pledges
+from bot.services import joining, pledges, reports
 from bot.services.chat_state import get_state
 from handlers import pledge as pledge_handlers
 from handlers import start as start_handlers
@@ -15,6 +15,7 @@ from handlers.common import send, turn
 _EXPECTING = {
     joining.FLOW_CONSENT: "start/press_consent",
     joining.FLOW_PHONE: "join/press_phone_button",
+    reports.FLOW_UPLOAD: "summary/upload_expected",
 }
 
 

@@ -6,16 +6,17 @@ a province's summary costs the same with a hundred or a million members.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import date, datetime, tzinfo
 
 from sqlalchemy import and_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.models import Unit, UnitPledgeTally, UnitTally
+from bot.models import ReportKind, Unit, UnitLevel, UnitPledgeTally, UnitTally
 from bot.services import campaigns
-from bot.services.units import in_subtree
+from bot.services.units import ancestor_ids, in_subtree
 
 
 @dataclass
@@ -110,4 +111,56 @@ async def for_unit(session: AsyncSession, unit_id: int, at: datetime, tz: tzinfo
         year=year,
         next_deadline=ahead[0] if ahead else None,
         children=sorted(by_child.values(), key=lambda f: (f.pledged_share, f.unit.name)),
+    )
+
+
+# -- the report draft ------------------------------------------------------------------------
+
+BEHIND_NOTED = 3  # units named in the draft's "shortcomings" section
+_PLACE = re.compile(r"(?:tỉnh|thành phố|TP\.?|quận|huyện|thị xã)\s+(.+)$", re.IGNORECASE)
+
+
+@dataclass
+class ReportFacts:
+    """What the six-month / annual report draft says, all read before the file is built."""
+
+    unit: Unit
+    parent: Unit | None
+    summary: UnitSummary
+    kind: ReportKind
+    year: int
+    today: date
+    place: str  # "Bình Thuận": the province (or the top unit) the report is written in
+    topic: str | None  # the year's topic in force, in Vietnamese and English
+    topic_en: str | None
+    behind: list[Figures]  # child units furthest behind that still miss pledges
+
+
+async def report_facts(
+    session: AsyncSession, unit: Unit, kind: ReportKind, at: datetime, tz: tzinfo
+) -> ReportFacts:
+    """The figures "tính đến ngày" today and the names the draft's header needs."""
+    figures = await for_unit(session, unit.id, at, tz)
+    today = at.astimezone(tz).date()
+    chain = {
+        u.id: u
+        for u in (
+            await session.exec(select(Unit).where(col(Unit.id).in_(ancestor_ids(unit))))
+        ).all()
+    }
+    ancestors = [chain[i] for i in reversed(ancestor_ids(unit))]  # top first
+    top = next((u for u in ancestors if u.level == UnitLevel.province), ancestors[0])
+    match = _PLACE.search(top.name)
+    in_force = await campaigns.in_force_for_unit(session, unit, today)
+    return ReportFacts(
+        unit=unit,
+        parent=chain.get(unit.parent_id) if unit.parent_id else None,
+        summary=figures,
+        kind=kind,
+        year=figures.year or today.year,
+        today=today,
+        place=match.group(1) if match else "……",
+        topic=in_force.campaign.topic if in_force else None,
+        topic_en=in_force.campaign.topic_en if in_force else None,
+        behind=[child for child in figures.children if child.missing > 0][:BEHIND_NOTED],
     )

@@ -1,0 +1,1 @@
+"""Files the bot builds (charts, spreadsheets, Word drafts): pure functions, run off the loop."""
