@@ -298,3 +298,16 @@ async def test_reminders_stop_for_a_unit_that_sent_its_report(town):
     assert six_month("son") == []
     assert six_month("dao") and "CĐCS Công ty May Phan Thiết" in six_month("dao")[0]
     assert six_month("ha")
+
+
+async def test_cancelled_upload_stores_nothing(town):
+    svc, son = town.svc, town.users["son"]
+    await say(svc, son, "/summary")
+    await press(svc, son, label(svc, "sm_report_a"))
+    await press(svc, son, label(svc, "sm_upload"))
+    said = await say(svc, son, "/cancel")
+    assert said.templates == ["common/cancelled"]
+    said = await act(svc, son, lambda: son.send_document(b"%PDF-1.4", "bao-cao.pdf"))
+    assert "summary/report_sent" not in said.templates
+    async with svc.db.reader() as session:
+        assert (await session.exec(select(UnitReport))).all() == []

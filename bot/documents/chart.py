@@ -7,6 +7,7 @@ Pure and thread-safe: it builds its own Figure (no pyplot state), so handlers ru
 from __future__ import annotations
 
 import io
+import textwrap
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -22,7 +23,7 @@ def _short(label: str) -> str:
 def completion_png(title: str, xlabel: str, bars: list[tuple[str, float]]) -> bytes:
     """Horizontal bars of each unit's pledged share (0..1), furthest behind on top."""
     rows = sorted(bars, key=lambda bar: bar[1])[:MAX_BARS]
-    height = 1.6 + 0.38 * max(len(rows), 1)
+    height = 1.9 + 0.38 * max(len(rows), 1)
     figure = Figure(figsize=(8, height), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
@@ -33,7 +34,8 @@ def completion_png(title: str, xlabel: str, bars: list[tuple[str, float]]) -> by
     axes.set_yticks(range(len(rows)), labels, fontfamily="DejaVu Sans", fontsize=9)
     axes.set_xlim(0, 105)
     axes.set_xlabel(xlabel, fontfamily="DejaVu Sans")
-    axes.set_title(title, fontfamily="DejaVu Sans", fontsize=11, loc="left")
+    wrapped = "\n".join(textwrap.wrap(title, 70))
+    figure.suptitle(wrapped, fontfamily="DejaVu Sans", fontsize=11, x=0.02, ha="left")
     axes.bar_label(bars_drawn, labels=[f"{s:.0f}%" for s in shares], padding=3, fontsize=8)
     for side in ("top", "right"):
         axes.spines[side].set_visible(False)

@@ -29,6 +29,7 @@ from docx.table import _Cell
 FONT = "Times New Roman"
 BODY_PT = 13
 TITLE_PT = 14
+TEXT_WIDTH_CM = 16.5  # A4 less the 3 cm left and 1.5 cm right margins
 BLOCKS = (
     "issuer_parent",
     "issuer",
@@ -148,9 +149,15 @@ def _table(document, rows: list[list[str]]) -> None:
     table = document.add_table(rows=0, cols=width)
     table.style = "Table Grid"
     table.alignment = WD_TABLE_ALIGNMENT.CENTER
+    table.autofit = False
+    first = Cm(5) if width > 2 else Cm(8)
+    rest = Cm((TEXT_WIDTH_CM - first.cm) / max(width - 1, 1))
+    for column, grid in enumerate(table.columns):  # the grid is what LibreOffice reads
+        grid.width = first if column == 0 else rest
     for index, row in enumerate(rows):
         cells = table.add_row().cells
         for column, value in enumerate(row):
+            cells[column].width = first if column == 0 else rest
             _first(
                 cells[column],
                 value,
@@ -193,7 +200,8 @@ def _footer(document, blocks: dict[str, list[str]]) -> None:
     signature = blocks["signature"] or [""]
     _first(right, signature[0], bold=True)
     for line in signature[1:]:
-        _centered(right, line, bold=bool(line.strip()) and line.isupper())
+        hint = line.strip().startswith("(")  # "(Ký, ghi rõ họ tên, đóng dấu)"
+        _centered(right, line, bold=line.strip().isupper(), italic=hint)
 
 
 def build(text: str) -> bytes:

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
 
-from sqlalchemy import and_
+from sqlalchemy import and_, case, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -76,9 +76,18 @@ async def for_unit(session: AsyncSession, unit_id: int, at: datetime, tz: tzinfo
     today = at.astimezone(tz).date()
     in_force = await campaigns.in_force_for_unit(session, unit, today)
     year = in_force.campaign.year if in_force else None
-    rows = await session.exec(
-        select(
-            Unit.path,
+    # Each unit in the subtree is summed into the child it lies under, in SQL: the child's
+    # id is the path component after the unit's own path ("" for the unit itself), so the
+    # database reads one tally row per unit and returns one row per child.
+    below = func.substr(Unit.path, len(unit.path) + 1)
+    find = func.strpos if _dialect(session) == "postgresql" else func.instr
+    child_key = case(
+        (Unit.id == unit.id, ""),
+        else_=func.substr(Unit.path, len(unit.path) + 1, find(below, "/") - 1),
+    ).label("child")
+    counts = [
+        func.sum(column)
+        for column in (
             UnitTally.members,
             UnitTally.active,
             UnitTally.on_bot,
@@ -86,23 +95,24 @@ async def for_unit(session: AsyncSession, unit_id: int, at: datetime, tz: tzinfo
             UnitPledgeTally.late,
             UnitPledgeTally.approved,
         )
+    ]
+    rows = await session.exec(
+        select(child_key, *counts)
         .join(UnitTally, col(UnitTally.unit_id) == Unit.id)
         .outerjoin(
             UnitPledgeTally,
             and_(col(UnitPledgeTally.unit_id) == Unit.id, UnitPledgeTally.year == (year or -1)),
         )
         .where(in_subtree(unit))
+        .group_by(child_key)
     )
     children = (await session.exec(select(Unit).where(Unit.parent_id == unit.id))).all()
     by_child = {str(child.id): Figures(child) for child in children}
     total = Figures(unit)
-    child_part = unit.depth + 2  # "/1/4/9/".split("/"): ['', '1', '4', '9', '']
-    for path, members, active, on_bot, on_time, late, approved in rows.all():
-        figures = Figures(
-            unit, members or 0, active or 0, on_bot or 0, on_time or 0, late or 0, approved or 0
-        )
+    for key, *values in rows.all():
+        figures = Figures(unit, *(int(value or 0) for value in values))
         total.add(figures)
-        child = by_child.get(path.split("/", child_part + 1)[child_part])
+        child = by_child.get(key)
         if child is not None:
             child.add(figures)
     ahead = campaigns.upcoming(in_force, today) if in_force else []
@@ -112,6 +122,10 @@ async def for_unit(session: AsyncSession, unit_id: int, at: datetime, tz: tzinfo
         next_deadline=ahead[0] if ahead else None,
         children=sorted(by_child.values(), key=lambda f: (f.pledged_share, f.unit.name)),
     )
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.bind.dialect.name if session.bind is not None else "sqlite"
 
 
 # -- the report draft ------------------------------------------------------------------------
