@@ -311,3 +311,16 @@ async def test_cancelled_upload_stores_nothing(town):
     assert "summary/report_sent" not in said.templates
     async with svc.db.reader() as session:
         assert (await session.exec(select(UnitReport))).all() == []
+
+
+async def test_someone_with_several_units_picks_one(town):
+    svc, dao = town.svc, town.users["dao"]
+    async with svc.db.session() as session:
+        await grant_role(session, town.members["dao"], town.union.school, Role.officer,
+                         svc.clock.now())  # fmt: skip
+        await session.commit()
+    said = await say(svc, dao, "/summary")
+    assert said.templates == ["summary/pick"] and "2 đơn vị" in said.text
+    assert said.last.buttons == [["CĐCS Trường THPT Phan Thiết"], ["CĐCS Công ty May Phan Thiết"]]
+    said = await press(svc, dao, "CĐCS Trường THPT Phan Thiết")
+    assert "📊 CĐCS Trường THPT Phan Thiết" in said.text and "Đoàn viên: 4" in said.text
