@@ -36,6 +36,7 @@ from handlers import (
     roles,
     router,
     start,
+    summary,
     topic,
 )
 
@@ -102,6 +103,7 @@ def add_handlers(application: Application) -> None:
             CommandHandler("roles", roles.roles_command, filters=private),
             CommandHandler("enterpledge", review.enter_pledge, filters=private),
             CommandHandler("broadcast", broadcast.broadcast, filters=private),
+            CommandHandler("summary", summary.summary_command, filters=private),
             ChatMemberHandler(reminders.chat_member, ChatMemberHandler.MY_CHAT_MEMBER),
             CallbackQueryHandler(start.consent, pattern=r"^cs:"),
             CallbackQueryHandler(start.language_chosen, pattern=r"^lang:"),
@@ -114,8 +116,10 @@ def add_handlers(application: Application) -> None:
             CallbackQueryHandler(invite.button, pattern=r"^iv:"),
             CallbackQueryHandler(review.button, pattern=r"^rv:"),
             CallbackQueryHandler(broadcast.button, pattern=r"^bc:"),
+            CallbackQueryHandler(summary.button, pattern=r"^sm:"),
             CallbackQueryHandler(guards.unknown_button),
             MessageHandler(private & filters.CONTACT, start.contact),
+            MessageHandler(private & filters.Document.ALL, summary.document),
             MessageHandler(private & filters.COMMAND, start.help_command),
             MessageHandler(private & filters.TEXT, router.text),
             MessageHandler(private & ~filters.StatusUpdate.ALL, router.not_text),

@@ -23,6 +23,7 @@ from bot.models import (
     Unit,
     UnitLevel,
 )
+from bot.services import tallies
 from bot.services.campaigns import apply_campaign
 from bot.services.invites import create_invite
 from bot.services.people import new_member
@@ -180,6 +181,8 @@ async def seed_demo(
             )
         )
     newcomer_phone = factory[-1].phone
+    # Members and pledges were written directly: count them the way a bulk import does.
+    await tallies.recount(session, [unit.id for unit in units.values()])
     await session.commit()
     invite = await create_invite(session, units["PT-MAY"], at, Role.member, None, 30)
     stranger_invite = await create_invite(session, units["PT-THPT"], at, Role.member, None, 30)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from bot.services import broadcasts, joining, pledges, review
+from bot.services import broadcasts, joining, pledges, reports, review
 from bot.services.chat_state import get_state
 from handlers import broadcast as broadcast_handlers
 from handlers import members as members_handlers
@@ -22,6 +22,7 @@ _OFFICER_FLOWS = (review.FLOW_RETURN, review.FLOW_SEARCH, pledges.PAPER_FLOW)
 _EXPECTING = {
     joining.FLOW_CONSENT: "start/press_consent",
     joining.FLOW_PHONE: "join/press_phone_button",
+    reports.FLOW_UPLOAD: "summary/upload_expected",
 }
 
 

@@ -10,6 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.context import Services
 from bot.models import ChatIdentity, Invite, Member, Role, Unit
+from bot.services import tallies
 from bot.services.campaigns import apply_campaign
 from bot.services.invites import create_invite
 from bot.services.people import new_member
@@ -38,15 +39,18 @@ async def make_member(
 ) -> Member:
     member = new_member(unit, name, phone, svc.clock.now())
     session.add(member)
+    await session.flush()
+    await tallies.counted_new(session, member.id)
     await session.commit()
     return member
 
 
 async def link(session: AsyncSession, svc: Services, member: Member, user_id: int) -> None:
     """A member already on the bot (joined and consented earlier)."""
-    session.add(ChatIdentity(channel="telegram", external_user_id=str(user_id),
-                             chat_id=str(user_id), member_id=member.id,
-                             consent_at=svc.clock.now(), created_at=svc.clock.now()))
+    async with tallies.tracking(session, member.id):
+        session.add(ChatIdentity(channel="telegram", external_user_id=str(user_id),
+                                 chat_id=str(user_id), member_id=member.id,
+                                 consent_at=svc.clock.now(), created_at=svc.clock.now()))
     await session.commit()
 
 

@@ -941,6 +941,14 @@ class EmulatedUser:
     async def send_photo(self, data: bytes | None = None, caption: str | None = None) -> int:
         return await self.emulator._user_media(self, "photo", data=data, caption=caption)
 
+    async def send_document(
+        self, data: bytes, filename: str, caption: str | None = None, mime_type: str | None = None
+    ) -> int:
+        """Send a file (a document message); the bot can fetch it with getFile."""
+        return await self.emulator._user_media(
+            self, "document", data=data, caption=caption, filename=filename, mime_type=mime_type
+        )
+
     async def block_bot(self) -> int:
         """Block the bot: a ``my_chat_member`` update (member -> kicked); sends now get 403."""
         return await self.emulator._set_blocked(self, True)
@@ -2535,8 +2543,33 @@ class BotApiEmulator:
         emoji: str = "👍",
         data: bytes | None = None,
         caption: str | None = None,
+        filename: str | None = None,
+        mime_type: str | None = None,
     ) -> int:
         chat = self._open_chat(user, None)
+        if kind == "document":
+            stored = self._store_file(
+                _Upload(filename or "file", mime_type or "", data or b""), "document"
+            )
+            document: dict[str, Any] = {
+                "file_id": stored.file_id,
+                "file_unique_id": stored.file_unique_id,
+                "file_size": len(stored.data),
+                "mime_type": stored.mime_type,
+            }
+            if filename:
+                document["file_name"] = filename
+            content: dict[str, Any] = {"document": document}
+            if caption:
+                content["caption"] = caption
+            message = self._store_message(
+                chat, sender=user, content=content, text=caption or "",
+                html_text=html.escape(caption or "", quote=False), entities=[], kind="document",
+                stored_file=stored,
+            )  # fmt: skip
+            update_id = self._queue_message_update(chat, message, True)
+            assert update_id is not None
+            return update_id
         if kind == "sticker":
             content: dict[str, Any] = {
                 "sticker": {

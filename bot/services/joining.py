@@ -11,7 +11,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.models import ChatState, Invite, Member, Role, Unit
-from bot.services import chat_state
+from bot.services import chat_state, tallies
 from bot.services.errors import Refusal
 from bot.services.invites import usable_invite
 from bot.services.people import Person, link_identity, new_member
@@ -180,6 +180,7 @@ async def give_name(session: AsyncSession, person: Person, text: str, at: dateti
     except IntegrityError:  # the same phone joined from another account meanwhile
         await session.rollback()
         raise Refusal("join/phone_elsewhere") from None
+    await tallies.counted_new(session, member.id)
     return await _finish(session, person, invite, unit, member, state, at)
 
 

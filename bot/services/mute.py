@@ -7,6 +7,7 @@ from datetime import date, datetime
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.models import ChatIdentity, Member
+from bot.services import tallies
 from bot.services.errors import Refusal
 
 MAX_MUTE_DAYS = 366
@@ -38,8 +39,10 @@ async def set_blocked(
     session: AsyncSession, identity: ChatIdentity, blocked: bool, at: datetime
 ) -> None:
     """Telegram told us the person blocked (or unblocked) the bot."""
-    identity.blocked_at = at if blocked else None
-    session.add(identity)
+    member_ids = (identity.member_id,) if identity.member_id is not None else ()
+    async with tallies.tracking(session, *member_ids):
+        identity.blocked_at = at if blocked else None
+        session.add(identity)
     await session.commit()
 
 

@@ -21,6 +21,7 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.models import ChatIdentity, OutboxMessage, OutboxStatus
+from bot.services import tallies
 
 LEASE = timedelta(minutes=2)
 MAX_ATTEMPTS = 5
@@ -181,11 +182,19 @@ async def mark_blocked(session: AsyncSession, message: OutboxMessage, at: dateti
         .values(status=OutboxStatus.blocked, claimed_until=None, last_error="blocked")
     )
     if message.identity_id is not None:
-        await session.exec(
-            update(ChatIdentity)
-            .where(ChatIdentity.id == message.identity_id, col(ChatIdentity.blocked_at).is_(None))
-            .values(blocked_at=at)
-        )
+        member_id = (
+            await session.exec(
+                select(ChatIdentity.member_id).where(ChatIdentity.id == message.identity_id)
+            )
+        ).scalar()
+        async with tallies.tracking(session, *([member_id] if member_id is not None else [])):
+            await session.exec(
+                update(ChatIdentity)
+                .where(
+                    ChatIdentity.id == message.identity_id, col(ChatIdentity.blocked_at).is_(None)
+                )
+                .values(blocked_at=at)
+            )
     await session.commit()
 
 

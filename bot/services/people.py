@@ -10,6 +10,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.models import ChatIdentity, Member, ProcessedUpdate, Unit
+from bot.services import tallies
 from bot.text import clean_name, search_key
 
 
@@ -45,8 +46,9 @@ async def load_person(
             assert identity is not None
     if identity.blocked_at is not None:
         # They are writing to us, so they unblocked the bot (even if that update was lost).
-        identity.blocked_at = None
-        session.add(identity)
+        async with tallies.tracking(session, *_member_ids(identity)):
+            identity.blocked_at = None
+            session.add(identity)
         await session.commit()
     member = unit = None
     if identity.member_id is not None:
@@ -98,18 +100,25 @@ async def link_identity(session: AsyncSession, identity: ChatIdentity, member: M
     A member who changed phone joins again from the new account; the old one must stop
     receiving their pledge and reminders.
     """
-    older = await session.exec(
-        select(ChatIdentity).where(
-            ChatIdentity.member_id == member.id,
-            ChatIdentity.channel == identity.channel,
-            ChatIdentity.id != identity.id,
+    assert member.id is not None  # flushed, and counted with `tallies.counted_new` if new
+    async with tallies.tracking(session, member.id, *_member_ids(identity)):
+        older = await session.exec(
+            select(ChatIdentity).where(
+                ChatIdentity.member_id == member.id,
+                ChatIdentity.channel == identity.channel,
+                ChatIdentity.id != identity.id,
+            )
         )
-    )
-    for old in older.all():
-        old.member_id = None
-        session.add(old)
-    identity.member_id = member.id
-    session.add(identity)
+        for old in older.all():
+            old.member_id = None
+            session.add(old)
+        identity.member_id = member.id
+        session.add(identity)
+
+
+def _member_ids(identity: ChatIdentity) -> tuple[int, ...]:
+    """The member behind an identity, as arguments for `tallies.tracking`."""
+    return (identity.member_id,) if identity.member_id is not None else ()
 
 
 async def claim_update(session: AsyncSession, channel: str, update_id: int, at: datetime) -> bool:

@@ -349,10 +349,14 @@ async def plan(session: AsyncSession, catalog: Catalog, now: datetime, tz: tzinf
                         )
                 else:
                     done = await _logged(session, NoticeKind.reminder, deadline, latest)
-                    for owing_unit, person in await _role_holders(
+                    holders = await _role_holders(
                         session, unit, excluded, Role.leader, today, below_only=True
-                    ):
-                        if (person.member_id, owing_unit.id) not in done:
+                    )
+                    sent = await _reports_sent(session, deadline, campaign, holders)
+                    for owing_unit, person in holders:
+                        if (person.member_id, owing_unit.id) not in done and (
+                            owing_unit.id not in sent
+                        ):
                             result.notices.append(
                                 Notice(
                                     NoticeKind.reminder,
@@ -390,6 +394,19 @@ async def plan(session: AsyncSession, catalog: Catalog, now: datetime, tz: tzinf
             if days_left < 0 and deadline.owed_by == OwedBy.member:
                 await _record_missed(session, unit, excluded, deadline, policy, today, result)
     return result
+
+
+async def _reports_sent(
+    session: AsyncSession, deadline: Deadline, campaign: Campaign, holders: list
+) -> set[int]:
+    """Units that already sent the report this deadline asks for: their leaders are done."""
+    from bot.services import reports
+
+    kind = reports.DEADLINE_KINDS.get(deadline.name)
+    if kind is None:
+        return set()
+    unit_ids = sorted({owing_unit.id for owing_unit, _ in holders})
+    return await reports.sent_units(session, unit_ids, campaign.year, kind)
 
 
 def _near(deadline: Deadline, today: date, policy: ReminderPolicySpec) -> bool:
