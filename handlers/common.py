@@ -73,9 +73,6 @@ async def end_transaction() -> None:
         await session.commit()
 
 
-_end_transaction = end_transaction
-
-
 def button_label(svc: Services, locale: str, key: str) -> str:
     """Button labels live in the `buttons` template, one `key: label` a line."""
     cache: dict[str, dict[str, str]] = svc.extras.setdefault("labels", {})  # type: ignore[assignment]
@@ -104,7 +101,7 @@ async def send(
     """
     chat = update.effective_chat
     assert chat is not None
-    await _end_transaction()
+    await end_transaction()
     parts = split_message(text)
     message = None
     for index, part in enumerate(parts):
@@ -121,7 +118,7 @@ async def show(
 ) -> None:
     """Answer a button by editing its message in place, or send a new one otherwise."""
     query = update.callback_query
-    await _end_transaction()
+    await end_transaction()
     if query is not None and query.message is not None and len(split_message(text)) == 1:
         try:
             await query.edit_message_text(text, reply_markup=reply_markup)
@@ -136,6 +133,6 @@ async def show(
 
 async def answer_query(update: Update, text: str | None = None, alert: bool = False) -> None:
     """Every pressed button is acknowledged, or the phone keeps spinning."""
-    await _end_transaction()
+    await end_transaction()
     if update.callback_query is not None:
         await update.callback_query.answer(text, show_alert=alert)

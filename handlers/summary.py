@@ -17,7 +17,7 @@ from bot.services import exports, reports, summary
 from bot.services.authorization import Action, may, units_for
 from bot.services.errors import Refusal
 from handlers import router
-from handlers.common import Turn, _end_transaction, answer_query, keyboard, send, show, turn
+from handlers.common import Turn, answer_query, end_transaction, keyboard, send, show, turn
 
 CHILD_LINES = 40  # child units listed in the message; the chart and the draft have them all
 CHILD_BUTTONS = 6  # drill-down buttons: the units furthest behind
@@ -146,7 +146,7 @@ async def _send_file(
     """A document or photo to this chat (bytes, or a Telegram file_id); no transaction held."""
     chat = update.effective_chat
     assert chat is not None
-    await _end_transaction()
+    await end_transaction()
     if photo:
         await context.bot.send_photo(chat.id, data, caption=caption)
     else:
