@@ -1,8 +1,9 @@
 """The stored per-unit counts always equal a count from scratch, whatever happened.
 
-Random sequences of what members do (join, join again from a new phone account, block and
-unblock the bot, write again after blocking, pledge on time or late) run through the real
-services on a fresh SQLite database; after each sequence the stored counts
+Random sequences of what members and officers do (join, join again from a new phone account,
+block and unblock the bot, write again after blocking, pledge on time or late, approve or
+return a pledge, transfer, deactivate and reactivate a member) run through the real services
+on a fresh SQLite database; after each sequence the stored counts
 (`tallies.stored`) must equal the counts recomputed from the members (`counted_from_scratch`),
 and the summary a leader sees must add up to the same numbers.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -21,12 +22,24 @@ from sqlmodel import select
 
 from bot.clock import Clock
 from bot.db import Database
-from bot.models import Member, OutboxMessage, Unit
+from bot.models import Member, OutboxMessage, Pledge, Role, Unit
 from bot.runtime import make_services
-from bot.services import campaigns, joining, mute, outbox, pledges, summary, tallies
+from bot.services import (
+    campaigns,
+    chat_state,
+    joining,
+    lifecycle,
+    mute,
+    outbox,
+    pledges,
+    review,
+    summary,
+    tallies,
+)
 from bot.services.errors import Refusal
 from bot.services.invites import create_invite
 from bot.services.people import load_person, new_member
+from bot.services.roles import grant_role
 from bot.settings import Settings
 from bot.text import normalize_phone
 from tests import factories
@@ -46,7 +59,17 @@ operation = st.one_of(
     st.tuples(st.just("write"), account),  # writing again clears a block
     st.tuples(st.just("bounce"), account),  # a queued message finds the bot blocked
     st.tuples(st.just("pledge"), account, st.booleans()),  # True: after the deadline
+    st.tuples(st.just("approve"), account),
+    st.tuples(st.just("return"), account),
+    st.tuples(st.just("transfer"), st.integers(0, 30), unit_index),
+    st.tuples(st.just("deactivate"), st.integers(0, 30)),
+    st.tuples(st.just("reactivate"), st.integers(0, 30)),
 )
+REVIEWER_USER = 99
+
+
+def _compose(locale: str, notice) -> tuple[str, None]:
+    return "review notice", None
 
 
 @dataclass
@@ -55,6 +78,7 @@ class World:
     units: list[Unit]
     phones: list[str] = field(default_factory=list)
     next_phone: int = 0
+    reviewer_id: int = 0
 
 
 async def _person(session, user: int, at: datetime):
@@ -125,6 +149,62 @@ async def _do(session, world: World, op: tuple) -> None:
         await outbox.mark_blocked(session, message, at)
     elif kind == "pledge":
         await _pledge(session, args[0], LATE if args[1] else ON_TIME)
+    elif kind in ("approve", "return"):
+        await _review(session, world, args[0], kind)
+    elif kind in ("transfer", "deactivate", "reactivate"):
+        members = (await session.exec(select(Member).order_by(Member.id))).all()
+        member = members[args[0] % len(members)]
+        if member.id == world.reviewer_id:
+            return
+        try:
+            if kind == "transfer":
+                await lifecycle.transfer(session, member, world.units[args[1]], at)
+            elif kind == "deactivate":
+                await lifecycle.deactivate(session, member, at)
+            else:
+                await lifecycle.reactivate(session, member, at)
+        except Refusal:
+            await session.rollback()
+
+
+async def _review(session, world: World, user: int, kind: str) -> None:
+    """The officer approves or returns the user's pledge (when there is one to decide)."""
+    tz = Settings(_env_file=None).tz
+    person = await _person(session, user, ON_TIME)
+    if person.member is None:
+        return
+    pledge = (
+        await session.exec(select(Pledge).where(Pledge.member_id == person.member.id))
+    ).first()
+    if pledge is None or pledge.current_version == 0:
+        return
+    reviewer = await session.get(Member, world.reviewer_id)
+    pledge_id, version = pledge.id, pledge.current_version
+    officer_identity = (await _person(session, REVIEWER_USER, ON_TIME)).identity.id
+    try:
+        if kind == "approve":
+            await review.approve(session, reviewer, pledge_id, version, ON_TIME, _compose)
+        else:
+            await review.start_return(
+                session, reviewer, officer_identity, pledge_id, version, ON_TIME
+            )
+            await review.return_comment(
+                session, reviewer, officer_identity, "Cần cụ thể hơn", ON_TIME
+            )
+            await review.return_by(
+                session,
+                reviewer,
+                officer_identity,
+                ON_TIME.astimezone(tz).date() + timedelta(days=7),
+                None,
+                ON_TIME,
+                tz,
+                _compose,
+            )
+    except Refusal:  # decided already, or the member left: nothing changes
+        await session.rollback()
+        await chat_state.clear_state(session, await chat_state.get_state(session, officer_identity))
+        await session.commit()
 
 
 async def _pledge(session, user: int, at: datetime) -> None:
@@ -153,17 +233,29 @@ async def _run(ops: list[tuple]) -> None:
         try:
             async with db.session() as session:
                 union = await factories.make_union(session, svc)
+                province_id = union.province.id
                 world = World(svc, [union.school, union.factory, union.district, union.school])
+                reviewer = await factories.make_member(
+                    session, svc, union.district, "Lê Văn Cán Bộ"
+                )
+                world.reviewer_id = reviewer.id
+                await factories.link(session, svc, reviewer, 1000 + REVIEWER_USER)
+                for unit in (union.district, union.school, union.factory):
+                    await grant_role(session, reviewer, unit, Role.officer, ON_TIME)
+                await session.commit()
                 for op in ops:
+                    for unit in world.units:  # a refused step rolled back and expired them
+                        await session.refresh(unit)
                     await _do(session, world, op)
                 stored = await tallies.stored(session)
                 assert stored == await tallies.counted_from_scratch(session)
-                figures = await summary.for_unit(session, union.province.id, ON_TIME, settings_.tz)
+                figures = await summary.for_unit(session, province_id, ON_TIME, settings_.tz)
                 roster, pledged = stored
                 assert figures.total.active == sum(c["active"] for c in roster.values())
                 assert figures.total.on_bot == sum(c["on_bot"] for c in roster.values())
                 assert figures.total.late == sum(c["late"] for c in pledged.values())
                 assert figures.total.on_time == sum(c["on_time"] for c in pledged.values())
+                assert figures.total.approved == sum(c["approved"] for c in pledged.values())
         finally:
             await db.dispose()
 
@@ -188,6 +280,12 @@ def test_a_typical_sequence_is_counted():
                 ("join_phone", 2, 0),  # the first member's new phone account
                 ("bounce", 2),
                 ("write", 2),
+                ("approve", 0),
+                ("return", 1),
+                ("pledge", 1, False),
+                ("transfer", 1, 1),
+                ("deactivate", 2),
+                ("reactivate", 2),
             ]
         )
     )

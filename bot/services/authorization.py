@@ -40,8 +40,10 @@ _ROLES_FOR = {
 }
 
 
-async def units_for(session: AsyncSession, member: Member | None, action: Action) -> list[Unit]:
-    """The units at which `member` may do `action` (each reaches its subtree)."""
+async def _granted_units(
+    session: AsyncSession, member: Member | None, action: Action
+) -> list[Unit]:
+    """Every unit where `member` holds a role allowing `action`, outer ones included."""
     if member is None or not member.active:
         return []
     rows = await session.exec(
@@ -54,7 +56,12 @@ async def units_for(session: AsyncSession, member: Member | None, action: Action
         )
         .order_by(Unit.path)
     )
-    units = list({unit.id: unit for unit in rows.all()}.values())
+    return list({unit.id: unit for unit in rows.all()}.values())
+
+
+async def units_for(session: AsyncSession, member: Member | None, action: Action) -> list[Unit]:
+    """The units at which `member` may do `action` (each reaches its subtree)."""
+    units = await _granted_units(session, member, action)
     # A grant below another grant of the same person adds nothing: keep the top ones.
     return [u for u in units if not any(o is not u and u.path.startswith(o.path) for o in units)]
 
@@ -77,8 +84,10 @@ async def may_read_pledge(session: AsyncSession, viewer: Member | None, owner: M
     if unit is None:
         return False
     grassroots = await grassroots_of(session, unit)
-    for top in await units_for(session, viewer, Action.review_pledge):
-        if unit.path.startswith(top.path) and top.path.startswith(grassroots.path):
+    # Every grant, not just the outermost: a district officer who is also an officer of
+    # this CĐCS reads its pledges through the CĐCS grant.
+    for held in await _granted_units(session, viewer, Action.review_pledge):
+        if unit.path.startswith(held.path) and held.path.startswith(grassroots.path):
             return True
     return False
 
