@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dtm
 import html
@@ -801,6 +802,47 @@ async def test_sandbox_endpoints(bot, emu):
 
         unknown = await client.post("/_sandbox/send", json={"user_id": 1, "text": "x"})
         assert unknown.status_code == 404
+
+
+async def test_sandbox_upload_sends_a_document_or_a_photo(bot, emu):
+    """The page's 📎 button: an officer's roster arrives as a document, a picture as a photo."""
+    emu.set_personas([{"user_id": 7002, "name": "Trần Văn An", "role": "officer", "unit": "X"}])
+    an = emu.user(7002)
+    async with httpx.AsyncClient(base_url=emu.base_url) as client:
+        xlsx = b"PK\x03\x04 roster bytes"
+        sent = await client.post(
+            "/_sandbox/upload",
+            json={
+                "user_id": 7002,
+                "filename": "danh-sach.xlsx",
+                "mime_type": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                "data": base64.b64encode(xlsx).decode(),
+            },
+        )
+        assert sent.json()["ok"]
+        (update,) = await bot.get_updates(timeout=0)
+        document = update.message.document
+        assert document.file_name == "danh-sach.xlsx"
+        assert bytes(await (await bot.get_file(document.file_id)).download_as_bytearray()) == xlsx
+        photo = await client.post(
+            "/_sandbox/upload",
+            json={
+                "user_id": 7002,
+                "filename": "a.png",
+                "mime_type": "image/png",
+                "data": base64.b64encode(PNG_2X3).decode(),
+            },
+        )
+        assert photo.json()["ok"]
+        updates = await bot.get_updates(offset=update.update_id + 1, timeout=0)
+        assert updates[-1].message.photo
+        broken = await client.post(
+            "/_sandbox/upload", json={"user_id": 7002, "filename": "x", "data": "!!not base64"}
+        )
+        assert broken.status_code == 400
+        empty = await client.post("/_sandbox/upload", json={"user_id": 7002, "data": ""})
+        assert empty.status_code == 400
+    assert len(an.transcript) == 2  # the refused uploads reached nobody
 
 
 async def test_page_is_served_with_the_emulator():

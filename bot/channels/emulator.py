@@ -34,6 +34,7 @@ literally), because it almost always means user text was not escaped; pass
 from __future__ import annotations
 
 import asyncio
+import base64
 import bisect
 import contextlib
 import copy
@@ -111,6 +112,10 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 
 class HtmlParseError(ValueError):
     """The text is not valid in Telegram's HTML parse mode (the message after the prefix)."""
+
+
+# Telegram bots may download files of up to 20 MB.
+SANDBOX_UPLOAD_LIMIT = 20 * 1024 * 1024
 
 
 def utf16_len(text: str) -> int:
@@ -1211,6 +1216,7 @@ class BotApiEmulator:
             Route("/_sandbox/send", self._sandbox_send, methods=["POST"]),
             Route("/_sandbox/press", self._sandbox_press, methods=["POST"]),
             Route("/_sandbox/contact", self._sandbox_contact, methods=["POST"]),
+            Route("/_sandbox/upload", self._sandbox_upload, methods=["POST"]),
             Route("/_sandbox/messages", self._sandbox_messages, methods=["GET"]),
             Route("/_sandbox/commands", self._sandbox_commands, methods=["GET"]),
             Route("/_sandbox/file/{file_id}", self._sandbox_file, methods=["GET"]),
@@ -2776,6 +2782,33 @@ class BotApiEmulator:
             body = await self._sandbox_body(request)
             user = self._sandbox_user(body.get("user_id"))
             update_id = await user.share_contact(body.get("phone") or None)
+        except (_ApiError, AssertionError) as error:
+            return self._sandbox_error(error)
+        return JSONResponse({"ok": True, "update_id": update_id})
+
+    async def _sandbox_upload(self, request: Request) -> Response:
+        """The page attaches a file: an image arrives as a photo, anything else as a document
+        (a roster .xlsx, a signed report)."""
+        try:
+            body = await self._sandbox_body(request)
+            user = self._sandbox_user(body.get("user_id"))
+            try:
+                data = base64.b64decode(str(body.get("data") or ""), validate=True)
+            except ValueError as exc:
+                raise _ApiError(400, "data must be base64") from exc
+            if not data:
+                raise _ApiError(400, "the file is empty")
+            if len(data) > SANDBOX_UPLOAD_LIMIT:
+                raise _ApiError(413, "the file is larger than 20 MB")
+            filename = str(body.get("filename") or "file")[:255]
+            mime_type = str(body.get("mime_type") or "") or None
+            caption = str(body.get("caption") or "") or None
+            if user.blocked:
+                await user.unblock_bot()
+            if mime_type in ("image/jpeg", "image/png") and _image_mime(data):
+                update_id = await user.send_photo(data, caption=caption)
+            else:
+                update_id = await user.send_document(data, filename, caption, mime_type)
         except (_ApiError, AssertionError) as error:
             return self._sandbox_error(error)
         return JSONResponse({"ok": True, "update_id": update_id})

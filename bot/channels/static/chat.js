@@ -355,6 +355,26 @@
     }
   }
 
+  async function sendFile(file) {
+    if (!file || state.userId === null) return;
+    showError(null);
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    let binary = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) {
+      binary += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+    }
+    try {
+      await post("/_sandbox/upload", {
+        user_id: state.userId,
+        filename: file.name,
+        mime_type: file.type,
+        data: btoa(binary),
+      });
+    } catch (error) {
+      showError(error.message);
+    }
+  }
+
   async function toggleCommandMenu() {
     if (!els.menu.hidden) {
       els.menu.hidden = true;
@@ -481,6 +501,13 @@
     sendText(persona && persona.start ? `/start ${persona.start}` : "/start");
   });
   els.menuButton.addEventListener("click", toggleCommandMenu);
+  const fileInput = document.getElementById("file-input");
+  document.getElementById("attach-button").addEventListener("click", () => fileInput.click());
+  fileInput.addEventListener("change", () => {
+    const file = fileInput.files[0];
+    fileInput.value = "";
+    sendFile(file);
+  });
 
   init();
 })();
