@@ -1,0 +1,1 @@
+"""Files the bot builds for people: spreadsheets, Word documents, images. Pure functions."""
