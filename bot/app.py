@@ -24,7 +24,7 @@ from telegram.request import BaseRequest
 from bot.context import BOT_DATA_KEY, Services
 from bot.ratelimit import LaneRateLimiter
 from bot.update_processor import PerChatUpdateProcessor
-from handlers import guards, pending, pledge, reminders, router, start, topic
+from handlers import guards, pending, pledge, reminders, roster, router, start, topic
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ def add_handlers(application: Application) -> None:
             CallbackQueryHandler(reminders.reminders_button, pattern=r"^rm:"),
             CallbackQueryHandler(pledge.pledge, pattern=r"^pl:open$"),
             CallbackQueryHandler(pledge.wizard_button, pattern=r"^pl:"),
+            CallbackQueryHandler(roster.button, pattern=r"^ro:"),
             CallbackQueryHandler(guards.unknown_button),
             MessageHandler(private & filters.CONTACT, start.contact),
             MessageHandler(private & filters.COMMAND, start.help_command),

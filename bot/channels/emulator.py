@@ -941,6 +941,12 @@ class EmulatedUser:
     async def send_photo(self, data: bytes | None = None, caption: str | None = None) -> int:
         return await self.emulator._user_media(self, "photo", data=data, caption=caption)
 
+    async def send_document(self, data: bytes, filename: str, caption: str | None = None) -> int:
+        """Send a file as a document (a spreadsheet, a PDF…); the bot can getFile it."""
+        return await self.emulator._user_media(
+            self, "document", data=data, caption=caption, filename=filename
+        )
+
     async def block_bot(self) -> int:
         """Block the bot: a ``my_chat_member`` update (member -> kicked); sends now get 403."""
         return await self.emulator._set_blocked(self, True)
@@ -2535,10 +2541,30 @@ class BotApiEmulator:
         emoji: str = "👍",
         data: bytes | None = None,
         caption: str | None = None,
+        filename: str | None = None,
     ) -> int:
         chat = self._open_chat(user, None)
-        if kind == "sticker":
-            content: dict[str, Any] = {
+        if kind == "document":
+            stored = self._store_file(
+                _Upload(filename or "file", "application/octet-stream", data or b""), "document"
+            )
+            document: dict[str, Any] = {
+                "file_id": stored.file_id,
+                "file_unique_id": stored.file_unique_id,
+                "file_size": len(stored.data),
+                "file_name": stored.file_name,
+                "mime_type": stored.mime_type,
+            }
+            content: dict[str, Any] = {"document": document}
+            if caption:
+                content["caption"] = caption
+            message = self._store_message(
+                chat, sender=user, content=content, text=caption or "",
+                html_text=html.escape(caption or "", quote=False), entities=[], kind="document",
+                stored_file=stored,
+            )  # fmt: skip
+        elif kind == "sticker":
+            content = {
                 "sticker": {
                     "file_id": f"CAAC{secrets.token_urlsafe(24)}",
                     "file_unique_id": f"AgAD{secrets.token_urlsafe(9)}",

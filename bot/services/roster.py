@@ -246,7 +246,7 @@ async def import_roster(
     planned = await plan(session, unit, parsed)
     if planned.ok and not dry_run:
         return await apply(session, planned, at, by_member_id)
-    await session.rollback()
+    await session.commit()  # ends the read: plan() never adds anything to the session
     return planned
 
 
