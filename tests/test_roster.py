@@ -225,11 +225,14 @@ def test_sub_units_are_matched_by_code_or_name_and_created(admin):
         ["Ca", "0911000003", "T9", "Tổ Chín"],  # a new code with its name
         ["Da", "0911000004", None, "Tổ Mười"],  # a new name: the code is generated
         ["Em", "0911000005", "SCH", None],  # the importing unit itself
+        ["Gi", "0911000006", "T9", "Tổ 9"],  # the new code again, however it is named
+        ["Ha", "0911000007", "SCH-TO-MUOI", None],  # the generated code, named in the file
     ]
     result = admin("import-roster", write(admin, "u.xlsx", xlsx(*rows)), "--unit", "SCH")
     assert result.exit_code == 0, result.output
     units = {name: unit.code for name, (_, unit) in members_by_name(admin).items()}
-    assert units == {"An": "T1", "Ba": "T1", "Ca": "T9", "Da": "SCH-TO-MUOI", "Em": "SCH"}
+    assert units == {"An": "T1", "Ba": "T1", "Ca": "T9", "Da": "SCH-TO-MUOI", "Em": "SCH",
+                     "Gi": "T9", "Ha": "SCH-TO-MUOI"}  # fmt: skip
     assert "New units:       2" in result.output
 
 

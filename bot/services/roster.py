@@ -366,7 +366,9 @@ class _UnitResolver:
             self._taken |= clash
             for new in self.created:
                 if new.generated and new.code in clash:
+                    del self.new_by_code[new.code]
                     new.code = self._code_for(new.parent, new.name)
+                    self.new_by_code[new.code] = new
 
     def resolve(self, row: RosterRow) -> tuple[Unit | NewUnit, RowProblem | None]:
         cached = self._cache.get(row.units)
@@ -387,7 +389,6 @@ class _UnitResolver:
                     return None, ref.code
                 if found is None:
                     found = self._new(ref.code, ref.name or ref.code, parent)
-                    self.new_by_code[ref.code] = found
                 elif not _within(found, parent):
                     return None, ref.code
             else:
@@ -404,6 +405,7 @@ class _UnitResolver:
     def _new(self, code: str, name: str, parent: Unit | NewUnit) -> NewUnit:
         unit = NewUnit(code=code, name=name, parent=parent, level=_NEXT_LEVEL[parent.level])
         self._taken.add(code)
+        self.new_by_code[code] = unit
         self.created.append(unit)
         return unit
 
@@ -418,9 +420,14 @@ class _UnitResolver:
         return code
 
 
-def _within(unit: Unit, parent: Unit | NewUnit) -> bool:
-    """An existing unit lies at or under `parent` (never under a unit not yet created)."""
-    return isinstance(parent, Unit) and unit.path.startswith(parent.path)
+def _within(unit: Unit | NewUnit, parent: Unit | NewUnit) -> bool:
+    """`unit` lies at or under `parent` (a unit not yet created counts through its parents)."""
+    node: Unit | NewUnit = unit
+    while isinstance(node, NewUnit):
+        if node is parent:
+            return True
+        node = node.parent
+    return isinstance(parent, Unit) and node.path.startswith(parent.path)
 
 
 async def _create_units(session: AsyncSession, new_units: list[NewUnit]) -> None:
