@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 
-from sqlalchemy import exists
+from sqlalchemy import and_, exists
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -53,30 +53,47 @@ async def member_rows(
     on_bot = exists().where(
         ChatIdentity.member_id == Member.id, col(ChatIdentity.blocked_at).is_(None)
     )
-    pledged = (
-        select(Pledge.member_id, Pledge.late, Pledge.review, Pledge.first_submitted_at)
-        .join(Campaign, col(Campaign.id) == Pledge.campaign_id)
-        .where(Pledge.status == PledgeStatus.submitted, Campaign.year == (year or -1))
-        .subquery()
+    campaign_ids = list(
+        (await session.exec(select(Campaign.id).where(Campaign.year == (year or -1)))).all()
+    )
+    # Joined directly (not through a subquery SQLite would rebuild for every unit), on the
+    # pledge's member index.
+    pledged = and_(
+        col(Pledge.member_id) == Member.id,
+        Pledge.status == PledgeStatus.submitted,
+        col(Pledge.campaign_id).in_(campaign_ids),
     )
     for member_unit in units:
         result = await session.exec(
             select(
                 Member.id,
                 Member.full_name,
+                Member.name_key,
                 Member.member_code,
                 Member.position,
                 Member.phone,
                 on_bot,
-                pledged.c.late,
-                pledged.c.review,
-                pledged.c.first_submitted_at,
+                Pledge.late,
+                Pledge.review,
+                Pledge.first_submitted_at,
             )
-            .outerjoin(pledged, pledged.c.member_id == Member.id)
+            .outerjoin(Pledge, pledged)
             .where(Member.unit_id == member_unit.id, col(Member.active).is_(True))
         )
         seen: dict[int, MemberRow] = {}
-        for member_id, name, code, position, phone, bot, late, review, filed_at in result.all():
+        keys: dict[int, tuple[str, str]] = {}
+        for (
+            member_id,
+            name,
+            key,
+            code,
+            position,
+            phone,
+            bot,
+            late,
+            review,
+            filed_at,
+        ) in result.all():
             status = _status(year, late, review, filed_at)
             if member_id in seen and seen[member_id].status != "approved":
                 continue  # two campaigns of one year: the better status stands
@@ -91,8 +108,11 @@ async def member_rows(
                 status=status,
                 filed=_local_day(filed_at, tz),
             )
-        for row in sorted(seen.values(), key=lambda r: given_name_sort_key(r.full_name)):
-            yield row
+            # The stored search key is the name without diacritics: the given name is its
+            # last word, so sorting needs no per-name Unicode work.
+            keys[member_id] = (key.rsplit(" ", 1)[-1], key) if key else given_name_sort_key(name)
+        for member_id in sorted(seen, key=keys.__getitem__):
+            yield seen[member_id]
 
 
 async def collect_member_rows(

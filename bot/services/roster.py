@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, func, insert, text, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -156,14 +156,16 @@ async def apply(
     table = Member.__table__
     events: list[dict[str, Any]] = []
     inserts = planned._inserts
+    new_ids = await _allocate_ids(session, len(inserts))
     for start in range(0, len(inserts), CHUNK):
         chunk = inserts[start : start + CHUNK]
         params = []
-        for row, target in chunk:
+        for member_id, (row, target) in zip(new_ids[start:], chunk, strict=False):
             unit_id = _unit_id(target)
             touched.add(unit_id)
             params.append(
                 {
+                    "id": member_id,
                     "unit_id": unit_id,
                     "full_name": row.full_name,
                     "name_key": search_key(row.full_name),
@@ -178,13 +180,9 @@ async def apply(
                     "updated_at": at,
                 }
             )
-        ids = (
-            await conn.execute(
-                insert(table).returning(table.c.id, sort_by_parameter_order=True), params
-            )
-        ).scalars()
-        for member_id, param in zip(ids, params, strict=True):
-            events.append(_event(member_id, MemberEventKind.imported, at, by_member_id,
+        await conn.execute(insert(table), params)
+        for param in params:
+            events.append(_event(param["id"], MemberEventKind.imported, at, by_member_id,
                                  to_unit_id=param["unit_id"]))  # fmt: skip
     changes = planned._changes
     statement = (
@@ -248,6 +246,30 @@ async def import_roster(
         return await apply(session, planned, at, by_member_id)
     await session.commit()  # ends the read: plan() never adds anything to the session
     return planned
+
+
+async def _allocate_ids(session: AsyncSession, count: int) -> list[int]:
+    """Ids for `count` new members, so one executemany inserts them all.
+
+    INSERT … RETURNING in the order of the rows runs row by row on SQLite (its RETURNING
+    order is not guaranteed), a round trip per member. PostgreSQL hands out a block from
+    the id sequence; SQLite's transaction holds the write lock from BEGIN IMMEDIATE, so the
+    ids above the highest are ours.
+    """
+    if count == 0:
+        return []
+    conn = await session.connection()
+    if conn.dialect.name == "postgresql":
+        rows = await conn.execute(
+            text(
+                "SELECT nextval(pg_get_serial_sequence('member', 'id')) "
+                "FROM generate_series(1, :count)"
+            ),
+            {"count": count},
+        )
+        return [int(value) for (value,) in rows.all()]
+    top = (await conn.execute(select(func.max(Member.id)))).scalar() or 0
+    return list(range(top + 1, top + 1 + count))
 
 
 def _event(
