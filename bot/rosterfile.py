@@ -31,6 +31,9 @@ SPREADSHEET_SUFFIXES = (".xlsx", ".csv")
 # Field -> the header words that name it (compared after search_key and punctuation folding).
 HEADERS: dict[str, tuple[str, ...]] = {
     "full_name": ("ho va ten", "ho ten", "ten day du", "full name", "fullname", "name"),
+    # Many school and office rosters split the name: "Họ và tên đệm" | "Tên".
+    "family_name": ("ho va ten dem", "ho va dem", "ho dem", "ho", "family name", "last name"),
+    "given_name": ("ten", "given name", "first name"),
     "birth_date": (
         "ngay sinh",
         "ngay thang nam sinh",
@@ -216,14 +219,16 @@ def parse_rows(rows: Iterable[tuple[Any, ...]], progress: Progress | None = None
     header_row = 0
     for number, row in enumerate(iterator, start=1):
         found = _header_columns(row)
-        if "full_name" in found and len(found) >= 2:
+        named = "full_name" in found or "given_name" in found
+        if named and len(found) >= 2:
             columns, header_row = found, number
             break
         if number >= HEADER_SCAN_ROWS:
             break
     if not columns:
         raise BadFile("no_header")
-    parsed = ParsedRoster(fields=frozenset(columns))
+    fields = set(columns) - {"family_name", "given_name"}
+    parsed = ParsedRoster(fields=frozenset(fields | {"full_name"}))
     phones: dict[str, int] = {}
     codes: dict[str, int] = {}
     pending = 0
@@ -282,6 +287,8 @@ def _text(value: Any) -> str | None:
 
 def _clean_row(number: int, values: dict[str, Any], problems: list[RowProblem]) -> RosterRow:
     name = _text(values.get("full_name"))
+    if name is None and values.get("given_name") is not None:
+        name = _text(f"{_text(values.get('family_name')) or ''} {_text(values['given_name'])}")
     if name is None:
         problems.append(RowProblem(number, "name_missing"))
     elif len(name) > NAME_MAX:

@@ -284,9 +284,13 @@ def test_every_bad_row_is_reported_by_number_and_nothing_is_imported(admin):
             "vi",
         ),
         ("Full name,Phone,Date of birth\nĐỗ Thị Hoà,+84912345678,1991-06-05\n", "en"),
+        (
+            "STT,Họ và tên đệm,Tên,Điện thoại,Ngày sinh\n1,Đỗ Thị,Hoà,0912 345 678,05-06-1991\n",
+            "split",
+        ),
     ],
 )
-def test_csv_with_bom_semicolons_nfd_or_english_headers(admin, text, name):
+def test_csv_with_bom_semicolons_nfd_english_or_split_name_headers(admin, text, name):
     result = admin("import-roster", write(admin, f"{name}.csv", text), "--unit", "SCH")
     assert result.exit_code == 0, result.output
     [(member, _)] = members_by_name(admin).values()
