@@ -216,6 +216,19 @@ def test_an_edited_file_updates_only_what_changed(admin):
     assert moved.to_unit_id == binh_unit.id and moved.from_unit_id != binh_unit.id
 
 
+def test_two_rows_for_one_member_are_refused(admin):
+    assert admin("import-roster", write(admin, "s.xlsx", xlsx(*school_rows())), "--unit", "SCH")
+    rows = [
+        ["Họ và tên", "Số điện thoại", "Mã ĐV"],
+        ["Nguyễn Thị Lan", "0912345678", None],  # Lan by her phone
+        ["Nguyễn T. Lan", "0987000111", "GV01"],  # Lan again, by her member code
+    ]
+    result = admin("import-roster", write(admin, "twice.xlsx", xlsx(*rows)), "--unit", "SCH")
+    assert result.exit_code == 1
+    assert "Row 3: the same member as row 2" in result.output
+    assert members_by_name(admin)["Nguyễn Thị Lan"][0].phone == "+84912345678"
+
+
 def test_sub_units_are_matched_by_code_or_name_and_created(admin):
     admin("unit", "add", "T1", "Tổ Một", "--parent", "SCH")
     rows = [
