@@ -44,75 +44,76 @@ async def year_in_force(session: AsyncSession, unit: Unit, at: datetime, tz: tzi
 async def member_rows(
     session: AsyncSession, unit: Unit, at: datetime, tz: tzinfo, year: int | None = None
 ) -> AsyncIterator[MemberRow]:
-    """Active members unit by unit in tree order, each unit's by given name (the Vietnamese
-    way); one query per unit, so memory stays at one unit's members."""
+    """Active members unit by unit (a unit before the units below it), each unit's by given
+    name, the Vietnamese way. One streamed query: memory holds one unit's members at a time.
+    """
     if year is None:
         year = await year_in_force(session, unit, at, tz)
-    units = list((await session.exec(select(Unit).where(in_subtree(unit)))).all())
-    units.sort(key=lambda u: [int(part) for part in u.path.strip("/").split("/")])
     on_bot = exists().where(
         ChatIdentity.member_id == Member.id, col(ChatIdentity.blocked_at).is_(None)
     )
     campaign_ids = list(
         (await session.exec(select(Campaign.id).where(Campaign.year == (year or -1)))).all()
     )
-    # Joined directly (not through a subquery SQLite would rebuild for every unit), on the
-    # pledge's member index.
     pledged = and_(
         col(Pledge.member_id) == Member.id,
         Pledge.status == PledgeStatus.submitted,
         col(Pledge.campaign_id).in_(campaign_ids),
     )
-    for member_unit in units:
-        result = await session.exec(
-            select(
-                Member.id,
-                Member.full_name,
-                Member.name_key,
-                Member.member_code,
-                Member.position,
-                Member.phone,
-                on_bot,
-                Pledge.late,
-                Pledge.review,
-                Pledge.first_submitted_at,
-            )
-            .outerjoin(Pledge, pledged)
-            .where(Member.unit_id == member_unit.id, col(Member.active).is_(True))
+    result = await session.stream(
+        select(
+            Unit.id,
+            Unit.code,
+            Unit.name,
+            Member.id,
+            Member.full_name,
+            Member.name_key,
+            Member.member_code,
+            Member.position,
+            Member.phone,
+            on_bot,
+            Pledge.late,
+            Pledge.review,
+            Pledge.first_submitted_at,
         )
-        seen: dict[int, MemberRow] = {}
-        keys: dict[int, tuple[str, str]] = {}
-        for (
-            member_id,
-            name,
-            key,
-            code,
-            position,
-            phone,
-            bot,
-            late,
-            review,
-            filed_at,
-        ) in result.all():
+        .join(Unit, col(Unit.id) == Member.unit_id)
+        .outerjoin(Pledge, pledged)
+        .where(in_subtree(unit), col(Member.active).is_(True))
+        .order_by(Unit.path, Member.id)
+        .execution_options(yield_per=5000)
+    )
+    group: dict[int, tuple[tuple[str, str], MemberRow]] = {}
+    current = None
+    async for partition in result.partitions():  # a row at a time costs a greenlet switch
+        for row in partition:
+            unit_id, unit_code, unit_name, member_id, name, key, code = row[:7]
+            position, phone, bot, late, review, filed_at = row[7:]
+            if unit_id != current:
+                for _, member_row in sorted(group.values(), key=lambda pair: pair[0]):
+                    yield member_row
+                group, current = {}, unit_id
             status = _status(year, late, review, filed_at)
-            if member_id in seen and seen[member_id].status != "approved":
-                continue  # two campaigns of one year: the better status stands
-            seen[member_id] = MemberRow(
-                unit_code=member_unit.code,
-                unit_name=member_unit.name,
-                full_name=name,
-                member_code=code,
-                position=position,
-                phone=_national(phone),
-                on_bot=bool(bot),
-                status=status,
-                filed=_local_day(filed_at, tz),
+            if member_id in group and status != "approved":
+                continue  # pledges in two campaigns of one year: an approved one stands
+            # The stored search key is the name without diacritics and the given name is its
+            # last word: sorting needs no per-name Unicode work.
+            sort_key = (key.rsplit(" ", 1)[-1], key) if key else given_name_sort_key(name)
+            group[member_id] = (
+                sort_key,
+                MemberRow(
+                    unit_code=unit_code,
+                    unit_name=unit_name,
+                    full_name=name,
+                    member_code=code,
+                    position=position,
+                    phone=_national(phone),
+                    on_bot=bool(bot),
+                    status=status,
+                    filed=_local_day(filed_at, tz),
+                ),
             )
-            # The stored search key is the name without diacritics: the given name is its
-            # last word, so sorting needs no per-name Unicode work.
-            keys[member_id] = (key.rsplit(" ", 1)[-1], key) if key else given_name_sort_key(name)
-        for member_id in sorted(seen, key=keys.__getitem__):
-            yield seen[member_id]
+    for _, member_row in sorted(group.values(), key=lambda pair: pair[0]):
+        yield member_row
 
 
 async def collect_member_rows(
