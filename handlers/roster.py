@@ -10,7 +10,7 @@ from telegram.ext import ContextTypes
 
 from bot import rosterfile
 from bot.models import Unit
-from bot.services import roster_upload
+from bot.services import roster, roster_upload
 from bot.services.errors import Refusal
 from handlers.common import Turn, answer_query, keyboard, send, show, turn
 
@@ -72,7 +72,11 @@ async def _preview(
         await roster_upload.drop(t.session, t.person)
         await show(update, context, t.render(refusal.template, **refusal.context))
         return
-    planned = await roster_upload.preview(t.session, t.person, unit, parsed)
+    # A preview only reads: on SQLite the reader never holds the write lock.
+    async with t.services.db.reader() as reader:
+        planned = await roster.plan(reader, unit, parsed)
+    if not planned.ok:  # a file with bad rows ends the flow: it is never imported
+        await roster_upload.drop(t.session, t.person)
     ctx = {"plan": planned, "unit": unit, "file": upload.filename}
     if not planned.ok:
         await show(update, context, t.render("roster/problems", shown=PROBLEMS_SHOWN, **ctx))

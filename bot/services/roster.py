@@ -10,6 +10,7 @@ counts and commits. Importing the same file twice changes nothing the second tim
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,7 @@ from bot.text import search_key
 
 CHUNK = 2000
 QUERY_CHUNK = 5000
+YIELD_EVERY = 2000
 _NEXT_LEVEL = {
     UnitLevel.confederation: UnitLevel.province,
     UnitLevel.province: UnitLevel.district,
@@ -102,7 +104,9 @@ async def plan(session: AsyncSession, unit: Unit, parsed: ParsedRoster) -> Plan:
     resolver = await _UnitResolver.load(session, unit, parsed.rows)
     known_by_phone, known_by_code, elsewhere = await _members(session, unit, parsed.rows)
     claimed: dict[int, int] = {}  # member id -> the row that matched them
-    for row in parsed.rows:
+    for index, row in enumerate(parsed.rows):
+        if index % YIELD_EVERY == YIELD_EVERY - 1:
+            await asyncio.sleep(0)  # a big file in the chat must not stall the other chats
         if row.phone is not None and row.phone in elsewhere:
             problems.append(RowProblem(row.row, "phone_elsewhere", _national(row.phone)))
             continue

@@ -105,18 +105,6 @@ async def staged(session: AsyncSession, person: Person, version: int) -> tuple[U
     return upload, unit
 
 
-async def preview(
-    session: AsyncSession, person: Person, unit: Unit, parsed: ParsedRoster
-) -> roster.Plan:
-    """What importing would do; a file with bad rows ends the flow (it is never imported)."""
-    planned = await roster.plan(session, unit, parsed)
-    if not planned.ok:
-        state = await chat_state.get_state(session, person.identity.id)
-        await chat_state.clear_state(session, state)
-    await session.commit()
-    return planned
-
-
 async def confirm(
     session: AsyncSession,
     person: Person,
