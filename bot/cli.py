@@ -347,6 +347,69 @@ async def _refresh_menus(svc, member_ids: list[int | None]) -> bool:
     return True
 
 
+@app.command("import-roster")
+def import_roster(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help=".xlsx or .csv roster")],
+    unit: Annotated[str, typer.Option(help="Code of the unit the roster is for")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check every row and report; write nothing")
+    ] = False,
+) -> None:
+    """Members from .xlsx or .csv: all rows or none; the same file again changes nothing."""
+    from bot import rosterfile
+    from bot.services import roster
+    from bot.services.units import require_unit
+
+    if not file.is_file():
+        raise typer.BadParameter(f"{file}: no such file")
+    try:
+        rows, total = rosterfile.open_rows(file, file.name)
+        with typer.progressbar(
+            length=total or 1, label=file.name, file=sys.stderr, show_pos=True
+        ) as bar:
+            parsed = rosterfile.parse_rows(rows, bar.update)
+    except rosterfile.BadFile as error:
+        _say("cli/roster_bad_file", file=file.name, reason=error.reason, limit_mb=0)
+        raise typer.Exit(1) from None
+
+    async def action(svc):
+        async with svc.db.session() as session:
+            target = await require_unit(session, unit)
+            planned = await roster.import_roster(
+                session, target, parsed, svc.clock.now(), dry_run=dry_run
+            )
+            return planned, target
+
+    planned, target = _run(action)
+    if not planned.ok:
+        _say("cli/roster_problems", plan=planned, unit=target)
+        raise typer.Exit(1)
+    _say("cli/roster_summary", plan=planned, unit=target)
+
+
+@app.command("export-members")
+def export_members(
+    unit: Annotated[str, typer.Option(help="Code of the unit whose subtree is listed")],
+    out: Annotated[Path, typer.Option(help="The .xlsx file to write")],
+) -> None:
+    """Every active member of a unit's subtree with their pledge status, as .xlsx."""
+    from bot.documents.members_xlsx import labels_from, write_members
+    from bot.services.exports import collect_member_rows
+    from bot.services.units import require_unit
+
+    async def action(svc):
+        async with svc.db.reader() as session:
+            target = await require_unit(session, unit)
+            listing = await collect_member_rows(session, target, svc.clock.now(), svc.clock.tz)
+        labels = labels_from(svc.renderer, svc.settings.locale)
+        with out.open("wb") as stream:
+            write_members(stream, listing, labels)
+        return target, len(listing.rows)
+
+    target, count = _run(action)
+    _say("cli/members_exported", unit=target, count=count, out=str(out))
+
+
 async def _bot_username(settings: Settings) -> str | None:
     """Ask Telegram for the bot's username when a token is set; offline there is none."""
     if settings.telegram_bot_token is None:

@@ -12,6 +12,7 @@ from handlers import members as members_handlers
 from handlers import pledge as pledge_handlers
 from handlers import review as review_handlers
 from handlers import roles as roles_handlers
+from handlers import roster as roster_handlers
 from handlers import start as start_handlers
 from handlers.common import send, turn
 
@@ -57,12 +58,20 @@ async def text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def not_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """A sticker, photo, voice note…: say what the current step needs, change nothing."""
+    """A sticker, photo, voice note…: say what the current step needs, change nothing.
+
+    A document when no step waits is a roster for an officer (refused for anyone else).
+    """
     async with turn(update, context) as t:
         state = await get_state(t.session, t.person.identity.id)
         flow = state.flow if state else None
         if flow == broadcasts.FLOW:  # a photo (with its caption) can be the notice
             await broadcast_handlers.typed(update, context, t)
+            return
+        message = update.effective_message
+        waiting = flow in _EXPECTING or flow in (pledges.FLOW, joining.FLOW_NAME, *_OFFICER_FLOWS)
+        if message is not None and message.document is not None and t.person.joined and not waiting:
+            await roster_handlers.document(update, context, t)
             return
         if flow in _EXPECTING:
             name = _EXPECTING[flow]

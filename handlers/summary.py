@@ -11,7 +11,7 @@ import asyncio
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from bot.documents import chart, report_docx
+from bot.documents import chart, members_xlsx, report_docx
 from bot.models import ReportKind, Unit
 from bot.services import exports, reports, summary
 from bot.services.authorization import Action, may, units_for
@@ -169,12 +169,10 @@ async def _chart(update, context, t: Turn, unit: Unit) -> None:
 async def _export(update, context, t: Turn, unit: Unit) -> None:
     clock = t.services.clock
     today = clock.today()
-    words = _pairs(t, "summary/xlsx", unit=unit, today=today)
-    headers = [h.strip() for h in words.pop("headers").split("|")]
-    caption = words.pop("caption")
-    data = await exports.members_xlsx_bytes(
-        t.session, unit, clock.now(), clock.tz, headers=headers, status=words
-    )
+    caption = _pairs(t, "summary/xlsx", unit=unit, today=today)["caption"]
+    listing = await exports.collect_member_rows(t.session, unit, clock.now(), clock.tz)
+    labels = members_xlsx.labels_from(t.services.renderer, t.locale, listing.year)
+    data = await asyncio.to_thread(members_xlsx.members_xlsx, listing, labels)
     filename = f"{unit.code}-{today.isoformat()}.xlsx"
     await _send_file(update, context, data, filename, caption)
 

@@ -1,18 +1,12 @@
-"""Member lists with their status as .xlsx (a minimal version; the roster work extends it).
-
-The rows are read first, in the caller's transaction; the workbook is built in a worker
-thread, so a big export never stalls the bot.
-"""
+"""The rows behind the member-list export: every active member of a unit's subtree."""
 
 from __future__ import annotations
 
-import asyncio
-import io
-from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, tzinfo
 
-from openpyxl import Workbook
-from sqlalchemy import exists
+from sqlalchemy import and_, exists
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -21,96 +15,140 @@ from bot.services import campaigns
 from bot.services.units import in_subtree
 from bot.text import given_name_sort_key
 
-# Column titles and status words: Vietnamese by default; the handler passes the user's own
-# from the summary/xlsx template.
-DEFAULT_HEADERS = ["Đơn vị", "Họ và tên", "Chức vụ", "Dùng bot", "Bản đăng ký"]
-DEFAULT_STATUS = {
-    "yes": "Có",
-    "no": "Chưa",
-    "on_time": "Đúng hạn",
-    "late": "Trễ hạn",
-    "approved": "Đã duyệt",
-    "missing": "Chưa nộp",
-}
 
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MemberRow:
-    unit: str
+    unit_code: str
+    unit_name: str
     full_name: str
-    position: str
+    member_code: str | None
+    position: str | None
+    phone: str | None  # national form, 0912345678: officers see their subtree's phones
     on_bot: bool
-    status: str  # on_time | late | approved | missing
+    status: str  # on_time | late | missing | approved | returned | none (no campaign in force)
+    filed: date | None  # the local day the pledge was first filed
+
+
+@dataclass
+class MemberListing:
+    unit: Unit
+    year: int | None  # the campaign year in force at the unit
+    rows: list[MemberRow] = field(default_factory=list)
+
+
+async def year_in_force(session: AsyncSession, unit: Unit, at: datetime, tz: tzinfo) -> int | None:
+    in_force = await campaigns.in_force_for_unit(session, unit, at.astimezone(tz).date())
+    return in_force.campaign.year if in_force else None
 
 
 async def member_rows(
-    session: AsyncSession, unit: Unit, at: datetime, tz: tzinfo
-) -> list[MemberRow]:
-    """Every active member in the unit's subtree with their pledge status this year."""
-    in_force = await campaigns.in_force_for_unit(session, unit, at.astimezone(tz).date())
-    year = in_force.campaign.year if in_force else -1
+    session: AsyncSession, unit: Unit, at: datetime, tz: tzinfo, year: int | None = None
+) -> AsyncIterator[MemberRow]:
+    """Active members unit by unit (a unit before the units below it), each unit's by given
+    name, the Vietnamese way. One streamed query: memory holds one unit's members at a time.
+    """
+    if year is None:
+        year = await year_in_force(session, unit, at, tz)
     on_bot = exists().where(
         ChatIdentity.member_id == Member.id, col(ChatIdentity.blocked_at).is_(None)
     )
-    pledged = (
-        select(Pledge.member_id, Pledge.late, Pledge.review)
-        .join(Campaign, col(Campaign.id) == Pledge.campaign_id)
-        .where(Pledge.status == PledgeStatus.submitted, Campaign.year == year)
-        .subquery()
+    campaign_ids = list(
+        (await session.exec(select(Campaign.id).where(Campaign.year == (year or -1)))).all()
     )
-    rows = await session.exec(
+    pledged = and_(
+        col(Pledge.member_id) == Member.id,
+        Pledge.status == PledgeStatus.submitted,
+        col(Pledge.campaign_id).in_(campaign_ids),
+    )
+    result = await session.stream(
         select(
-            Unit.name, Member.full_name, Member.position, on_bot, pledged.c.late, pledged.c.review
+            Unit.id,
+            Unit.code,
+            Unit.name,
+            Member.id,
+            Member.full_name,
+            Member.name_key,
+            Member.member_code,
+            Member.position,
+            Member.phone,
+            on_bot,
+            Pledge.late,
+            Pledge.review,
+            Pledge.first_submitted_at,
         )
         .join(Unit, col(Unit.id) == Member.unit_id)
-        .outerjoin(pledged, pledged.c.member_id == Member.id)
+        .outerjoin(Pledge, pledged)
         .where(in_subtree(unit), col(Member.active).is_(True))
+        .order_by(Unit.path, Member.id)
+        .execution_options(yield_per=5000)
     )
-    result = []
-    for unit_name, name, position, bot, late, review in rows.all():
-        if late is None:
-            status = "missing"
-        elif review == ReviewDecision.approved:
-            status = "approved"
-        else:
-            status = "late" if late else "on_time"
-        result.append(MemberRow(unit_name, name, position or "", bool(bot), status))
-    result.sort(key=lambda row: (row.unit, given_name_sort_key(row.full_name)))
-    return result
+    group: dict[int, tuple[tuple[str, str], MemberRow]] = {}
+    current = None
+    async for partition in result.partitions():  # a row at a time costs a greenlet switch
+        for row in partition:
+            unit_id, unit_code, unit_name, member_id, name, key, code = row[:7]
+            position, phone, bot, late, review, filed_at = row[7:]
+            if unit_id != current:
+                for _, member_row in sorted(group.values(), key=lambda pair: pair[0]):
+                    yield member_row
+                group, current = {}, unit_id
+            status = _status(year, late, review, filed_at)
+            if member_id in group and status != "approved":
+                continue  # pledges in two campaigns of one year: an approved one stands
+            # The stored search key is the name without diacritics and the given name is its
+            # last word: sorting needs no per-name Unicode work.
+            sort_key = (key.rsplit(" ", 1)[-1], key) if key else given_name_sort_key(name)
+            group[member_id] = (
+                sort_key,
+                MemberRow(
+                    unit_code=unit_code,
+                    unit_name=unit_name,
+                    full_name=name,
+                    member_code=code,
+                    position=position,
+                    phone=_national(phone),
+                    on_bot=bool(bot),
+                    status=status,
+                    filed=_local_day(filed_at, tz),
+                ),
+            )
+    for _, member_row in sorted(group.values(), key=lambda pair: pair[0]):
+        yield member_row
 
 
-def build_members_xlsx(
-    rows: list[MemberRow], headers: list[str], status: dict[str, str], title: str
-) -> bytes:
-    """The workbook bytes (pure: runs in a worker thread)."""
-    workbook = Workbook(write_only=True)
-    sheet = workbook.create_sheet(title[:31] or "Sheet1")
-    sheet.append(headers)
-    for row in rows:
-        sheet.append(
-            [
-                row.unit,
-                row.full_name,
-                row.position,
-                status["yes" if row.on_bot else "no"],
-                status[row.status],
-            ]
-        )
-    buffer = io.BytesIO()
-    workbook.save(buffer)
-    return buffer.getvalue()
+async def collect_member_rows(
+    session: AsyncSession, unit: Unit, at: datetime, tz: tzinfo
+) -> MemberListing:
+    """All rows at once, for the .xlsx writer to run off the event loop."""
+    year = await year_in_force(session, unit, at, tz)
+    listing = MemberListing(unit=unit, year=year)
+    listing.rows = [row async for row in member_rows(session, unit, at, tz, year)]
+    return listing
 
 
-async def members_xlsx_bytes(
-    session: AsyncSession,
-    unit: Unit,
-    at: datetime,
-    tz: tzinfo,
-    headers: list[str] | None = None,
-    status: dict[str, str] | None = None,
-) -> bytes:
-    """The .xlsx of every member in the unit's subtree with their status."""
-    rows = await member_rows(session, unit, at, tz)
-    return await asyncio.to_thread(
-        build_members_xlsx, rows, headers or DEFAULT_HEADERS, status or DEFAULT_STATUS, unit.code
-    )
+def _status(
+    year: int | None, late: bool | None, review: str | None, filed_at: datetime | None
+) -> str:
+    if year is None:
+        return "none"
+    if late is None:  # no submitted pledge for the year (outer join)
+        return "missing"
+    if review == ReviewDecision.approved:
+        return "approved"
+    if review == ReviewDecision.returned:
+        return "returned"
+    return "late" if late else "on_time"
+
+
+def _local_day(moment: datetime | None, tz: tzinfo) -> date | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:  # SQLite hands back naive UTC
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(tz).date()
+
+
+def _national(phone: str | None) -> str | None:
+    if phone and phone.startswith("+84"):
+        return "0" + phone[3:]
+    return phone
