@@ -202,13 +202,16 @@ async def test_excel_list_of_every_member_in_scope(town):
     assert document.kind == "document" and document.document_name.endswith(".xlsx")
     sheet = load_workbook(io.BytesIO(document.document)).active
     rows = [[cell.value for cell in row] for row in sheet.iter_rows()]
-    assert rows[0] == ["Đơn vị", "Họ và tên", "Chức vụ", "Dùng bot", "Bản đăng ký"]
-    by_name = {row[1]: row for row in rows[1:]}
+    header = rows[0]
+    assert {"Đơn vị / Unit", "Họ và tên / Full name", "Dùng bot / On the bot"} <= set(header)
+    name, on_bot = header.index("Họ và tên / Full name"), header.index("Dùng bot / On the bot")
+    pledge = next(i for i, title in enumerate(header) if title.startswith("Bản đăng ký"))
+    by_name = {row[name]: row for row in rows[1:]}
     assert len(by_name) == 7
-    assert by_name["Lê Thị Chi"][3:] == ["Chưa", "Chưa nộp"]
-    assert by_name["Hồ Văn Em"][4] == "Trễ hạn"
-    assert by_name["Phạm Thị Đào"][4] == "Đã duyệt"
-    assert by_name["Nguyễn Thị Lan"][4] == "Đúng hạn"
+    assert (by_name["Lê Thị Chi"][on_bot], by_name["Lê Thị Chi"][pledge]) == ("Chưa", "Chưa nộp")
+    assert by_name["Hồ Văn Em"][pledge] == "Trễ hạn"
+    assert by_name["Phạm Thị Đào"][pledge] == "Đã duyệt"
+    assert by_name["Nguyễn Thị Lan"][pledge] == "Đúng hạn"
 
 
 async def test_report_draft_follows_the_decree_layout(town):
