@@ -2,9 +2,11 @@
 
     python bench/send_pipeline.py [--messages 6000] [--rate 250] [--runs 3] [--db sqlite|postgresql]
 
-Everything runs in one process and one event loop, as in the tests and the sandbox: the
-emulator (uvicorn), the real Application long-polling it, the outbox worker and the emulated
-members. Each run prints its figures; the summary gives medians over the runs.
+The emulator (uvicorn) and the emulated members run in this process; the bot (the real
+Application long-polling the emulator, and the outbox worker) runs in a child process, as in
+production where Telegram is elsewhere (``--in-process`` puts everything in one event loop,
+as in the tests; ``--profile-bot FILE`` writes the bot process's cProfile stats). Each run
+prints its figures; the summary gives medians over the runs.
 
 1. Emulator capacity: a plain ``httpx.AsyncClient`` (no limiter, no PTB) sends sendMessage
    to ``--capacity-users`` open chats at ``--capacity-concurrency`` for
@@ -33,6 +35,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import os
 import random
 import re
@@ -200,6 +203,76 @@ class Talkers:
         await asyncio.gather(*(self.loop(u, stop, until) for u in self.users))
 
 
+def bot_process(config: dict[str, Any], go: Any, stop: Any, results: Any) -> None:
+    """The bot in a process of its own, as in production where Telegram is elsewhere: the
+    Application long-polling the emulator (members' replies) and, once `go` is set, the
+    outbox worker draining the broadcast. Figures go back through `results`."""
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    if config.get("profile"):
+        import cProfile
+
+        with cProfile.Profile() as profile:
+            asyncio.run(_bot_process(config, go, stop, results))
+        profile.dump_stats(config["profile"])
+        return
+    asyncio.run(_bot_process(config, go, stop, results))
+
+
+async def _bot_process(config: dict[str, Any], go: Any, stop: Any, results: Any) -> None:
+    settings = Settings(**config["settings"], _env_file=None)
+    db = Database(settings.database_url)
+    svc = make_services(settings, db=db, now=START)
+    application = build_application(svc)
+    limiter = application.bot.rate_limiter
+    try:
+        async with polling(application, poll_timeout=1):
+            results.put(("ready", None))
+            await asyncio.to_thread(go.wait)
+            stats_before = Counter(limiter.stats)
+            worker = OutboxWorker(
+                svc, application.bot, concurrency=config["concurrency"], batch=config["batch"]
+            )
+            pool_sizes: list[int] = []
+            drained_event = asyncio.Event()
+
+            async def sample_pool() -> None:
+                while not drained_event.is_set():
+                    size = ptb_pool_connections(application)
+                    if size is not None:
+                        pool_sizes.append(size)
+                    await asyncio.sleep(0.05)
+
+            sampler = asyncio.create_task(sample_pool())
+            began = time.monotonic()
+            while True:
+                await worker.drain()
+                async with db.reader() as session:
+                    left = await outbox.depth(session)
+                if not left or time.monotonic() - began > config["timeout"]:
+                    break
+                await asyncio.sleep(0.5)
+            drained = time.monotonic() - began
+            drained_event.set()
+            await sampler
+            stats = Counter(limiter.stats)
+            stats.subtract(stats_before)
+            results.put(
+                (
+                    "done",
+                    {
+                        "drain_s": drained,
+                        "stats": dict(stats),
+                        "worker": dict(worker.results),
+                        "pool_max": max(pool_sizes, default=None),
+                        "background_limit": limiter.per_bot * limiter.background_share,
+                    },
+                )
+            )
+            await asyncio.to_thread(stop.wait)  # keep answering members until told
+    finally:
+        await db.dispose()
+
+
 async def fresh_database(kind: str, directory: Path, run: int) -> str:
     if kind == "sqlite":
         url = f"sqlite+aiosqlite:///{directory / f'send_{run}.db'}"
@@ -257,13 +330,16 @@ async def pipeline_run(args: argparse.Namespace, run: int, directory: Path) -> d
     db = Database(url)
     svc = make_services(settings, db=db, now=START)
     try:
-        return await _pipeline(args, run, emu, svc, db)
+        if args.in_process:
+            return await _pipeline(args, run, emu, svc, db)
+        return await _pipeline_two_processes(args, run, emu, svc, db, settings)
     finally:
         await db.dispose()
         await emu.stop()
 
 
-async def _pipeline(args, run: int, emu: BotApiEmulator, svc, db: Database) -> dict[str, Any]:
+async def _prepare(args, run: int, emu: BotApiEmulator, svc, db: Database):
+    """Members on the bot, open chats, and the broadcast queued in the outbox."""
     recipients = range(RECIPIENT_BASE, RECIPIENT_BASE + args.chats)
     members = range(MEMBER_BASE, MEMBER_BASE + args.members)
     await seed_members(db, svc, args.members)
@@ -285,14 +361,70 @@ async def _pipeline(args, run: int, emu: BotApiEmulator, svc, db: Database) -> d
         ids = await outbox.enqueue(session, queued, svc.clock.now())
         await session.commit()
     assert len(ids) == args.messages
-
     emu.set_random_429(args.ratio_429, retry_after=1)
-    application = build_application(svc)
-    limiter = application.bot.rate_limiter
-    background_limit = limiter.per_bot * limiter.background_share
     talkers = Talkers(
         [emu.user(m) for m in members], (args.think_min, args.think_max), random.Random(run)
     )
+    return recipients, keys, talkers
+
+
+async def _pipeline_two_processes(
+    args, run: int, emu: BotApiEmulator, svc, db: Database, settings: Settings
+) -> dict[str, Any]:
+    """The emulator and the members here, the bot in a child process."""
+    recipients, keys, talkers = await _prepare(args, run, emu, svc, db)
+    context = multiprocessing.get_context("spawn")
+    go, stop, results = context.Event(), context.Event(), context.Queue()
+    config = {
+        "settings": {
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "TELEGRAM_API_BASE_URL": emu.base_url,
+            "DATABASE_URL": settings.database_url,
+            "CHUYENDE_LOCALE": "vi",
+            "CHUYENDE_PER_BOT_RATE": args.rate,
+            "CHUYENDE_BACKGROUND": False,
+        },
+        "concurrency": args.concurrency,
+        "batch": args.batch,
+        "timeout": args.timeout,
+        "profile": args.profile_bot,
+    }
+    child = context.Process(target=bot_process, args=(config, go, stop, results), daemon=True)
+    child.start()
+    try:
+        kind, _ = await asyncio.to_thread(results.get, True, 120)
+        assert kind == "ready"
+        await asyncio.gather(*(talkers.one(u) for u in talkers.users))  # warm-up
+        talkers.samples.clear()
+        await talkers.run(asyncio.Event(), until=args.idle_replies)
+        idle = [lat for _, lat in talkers.samples]
+        talkers.samples.clear()
+
+        rejected_before = len(emu.rejections)
+        chatting = asyncio.Event()
+        chatter = asyncio.create_task(talkers.run(chatting))
+        go.set()
+        kind, bot_side = await asyncio.to_thread(results.get, True, args.timeout + 60)
+        assert kind == "done"
+        chatting.set()
+        await chatter
+    finally:
+        stop.set()
+        await asyncio.to_thread(child.join, 30)
+        if child.is_alive():
+            child.kill()
+    stats = Counter(bot_side["stats"])
+    return await _results(
+        emu, db, recipients, keys, talkers, idle, rejected_before, stats, bot_side
+    )
+
+
+async def _pipeline(args, run: int, emu: BotApiEmulator, svc, db: Database) -> dict[str, Any]:
+    """Everything in this process and event loop (``--in-process``)."""
+    recipients, keys, talkers = await _prepare(args, run, emu, svc, db)
+    application = build_application(svc)
+    limiter = application.bot.rate_limiter
+    background_limit = limiter.per_bot * limiter.background_share
     async with polling(application, poll_timeout=1):
         # Warm-up: the first /help of each member (connections, templates, first queries).
         await asyncio.gather(*(talkers.one(u) for u in talkers.users))
@@ -308,9 +440,7 @@ async def _pipeline(args, run: int, emu: BotApiEmulator, svc, db: Database) -> d
         stats_before = Counter(limiter.stats)
         stop = asyncio.Event()
         chatter = asyncio.create_task(talkers.run(stop))
-        worker = OutboxWorker(
-            svc, application.bot, concurrency=args.concurrency, batch=args.batch
-        )
+        worker = OutboxWorker(svc, application.bot, concurrency=args.concurrency, batch=args.batch)
         pool_sizes: list[int] = []
 
         async def sample_pool() -> None:
@@ -335,7 +465,22 @@ async def _pipeline(args, run: int, emu: BotApiEmulator, svc, db: Database) -> d
         await sampler
         stats = Counter(limiter.stats)
         stats.subtract(stats_before)
+    bot_side = {
+        "drain_s": drained,
+        "worker": dict(worker.results),
+        "pool_max": max(pool_sizes, default=None),
+        "background_limit": background_limit,
+    }
+    return await _results(
+        emu, db, recipients, keys, talkers, idle, rejected_before, stats, bot_side
+    )
 
+
+async def _results(
+    emu, db, recipients, keys, talkers, idle, rejected_before, stats, bot_side
+) -> dict[str, Any]:
+    """What the emulator saw and what the database says, for either layout."""
+    background_limit, drained = bot_side["background_limit"], bot_side["drain_s"]
     wanted = set(recipients)
     times = [d.monotonic for d in emu.deliveries if d.chat_id in wanted]
     first, last = (min(times), max(times)) if times else (0.0, 0.0)
@@ -378,13 +523,13 @@ async def _pipeline(args, run: int, emu: BotApiEmulator, svc, db: Database) -> d
         "rejected_429_reply": sum(r.status == 429 and r.chat_id not in wanted for r in rejections),
         "retries_429": stats["retries_429"],
         "gave_up_429": stats["gave_up_429"],
-        "worker": dict(worker.results),
+        "worker": bot_side["worker"],
         "idle": idle,
         "during": during,
         "reply_timeouts": talkers.timeouts,
         "sent_reply": stats["sent_reply"],
         "wait_background_s": stats["wait_background_s"],
-        "pool_max": max(pool_sizes, default=None),
+        "pool_max": bot_side["pool_max"],
     }
 
 
@@ -458,6 +603,12 @@ def main() -> None:
         "--batch", type=int, default=100, help="OutboxWorker batch (default: as shipped)"
     )
     parser.add_argument("--timeline", action="store_true", help="deliveries in each second")
+    parser.add_argument("--profile-bot", help="write the bot process's cProfile stats here")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the bot in the emulator's process and event loop (default: a child process)",
+    )
     parser.add_argument("--ratio-429", type=float, default=0.02)
     parser.add_argument("--members", type=int, default=20, help="members talking to the bot")
     parser.add_argument("--idle-replies", type=int, default=200)
