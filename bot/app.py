@@ -132,9 +132,8 @@ def add_handlers(application: Application) -> None:
 
 def menu_commands(svc: Services, locale: str) -> list[BotCommand]:
     """The command menu with descriptions from the `commands` template (`name: text` lines)."""
-    text = svc.renderer.render("commands", locale).text
-    described = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    return [BotCommand(name, described[name].strip()) for name in MENU_COMMANDS]
+    described = svc.renderer.pairs("commands", locale)
+    return [BotCommand(name, described[name]) for name in MENU_COMMANDS]
 
 
 async def _post_init(application: Application) -> None:

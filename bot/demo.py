@@ -232,10 +232,7 @@ async def seed_demo(
 
 def _labels(svc: Services, template: str, **context: object) -> dict[str, str]:
     """A `key: text` template read as a dict (persona hints are texts people read)."""
-    text = svc.renderer.text(template, svc.settings.locale, **context)
-    return {
-        k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in text.splitlines() if ":" in ln)
-    }
+    return svc.renderer.pairs(template, svc.settings.locale, **context)
 
 
 async def _expired_invite(session: AsyncSession, unit: Unit, at: datetime) -> None:

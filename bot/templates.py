@@ -76,3 +76,10 @@ class Renderer:
 
     def text(self, name: str, locale: str | None = None, /, **context: Any) -> str:
         return self.render(name, locale, **context).text
+
+    def pairs(self, name: str, locale: str | None = None, /, **context: Any) -> dict[str, str]:
+        """A template of `key: text` lines (button labels, commands, chart and sheet words)."""
+        lines = self.text(name, locale, **context).splitlines()
+        return {
+            k.strip(): v.strip() for k, v in (line.split(":", 1) for line in lines if ":" in line)
+        }

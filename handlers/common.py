@@ -77,11 +77,7 @@ def button_label(svc: Services, locale: str, key: str) -> str:
     """Button labels live in the `buttons` template, one `key: label` a line."""
     cache: dict[str, dict[str, str]] = svc.extras.setdefault("labels", {})  # type: ignore[assignment]
     if locale not in cache:
-        text = svc.renderer.render("buttons", locale).text
-        cache[locale] = dict(
-            (k.strip(), v.strip())
-            for k, v in (line.split(":", 1) for line in text.splitlines() if ":" in line)
-        )
+        cache[locale] = svc.renderer.pairs("buttons", locale)
     return cache[locale][key]
 
 
@@ -136,3 +132,31 @@ async def answer_query(update: Update, text: str | None = None, alert: bool = Fa
     await end_transaction()
     if update.callback_query is not None:
         await update.callback_query.answer(text, show_alert=alert)
+
+
+async def staff_flow_button(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, flow: str, press_fn
+) -> None:
+    """One button of a versioned staff flow (/roles, /members, /invite).
+
+    The press is parsed and checked against the flow's saved state, then handed to
+    `press_fn(update, context, t, press, state)`. A stale button gets a pop-up; any other
+    refusal a message of its own, so it stays in the chat.
+    """
+    from bot.services import flows
+    from bot.services.errors import Refusal
+
+    query = update.callback_query
+    assert query is not None and query.data is not None
+    async with turn(update, context) as t:
+        try:
+            press = flows.parse(query.data)
+            state = await flows.current(t.session, t.person, flow, press.version)
+            await press_fn(update, context, t, press, state)
+        except Refusal as refusal:
+            text = t.render(refusal.template, **refusal.context)
+            if refusal.template == "common/stale_button":
+                await answer_query(update, text, alert=True)
+                return
+            await answer_query(update)
+            await send(update, context, text)

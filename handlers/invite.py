@@ -12,7 +12,16 @@ from bot.services import flows, invites, lifecycle
 from bot.services.authorization import Action, units_for
 from bot.services.errors import Refusal
 from bot.services.roles import may_grant
-from handlers.common import Turn, answer_query, end_transaction, keyboard, send, show, turn
+from handlers.common import (
+    Turn,
+    answer_query,
+    end_transaction,
+    keyboard,
+    send,
+    show,
+    staff_flow_button,
+    turn,
+)
 
 FLOW = "invite"
 
@@ -34,20 +43,7 @@ async def invite_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
 
 async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """The unit and kind buttons; every press is checked against the person's roles again."""
-    query = update.callback_query
-    assert query is not None and query.data is not None
-    async with turn(update, context) as t:
-        try:
-            press = flows.parse(query.data)
-            state = await flows.current(t.session, t.person, FLOW, press.version)
-            await _press(update, context, t, press, state)
-        except Refusal as refusal:
-            text = t.render(refusal.template, **refusal.context)
-            if refusal.template == "common/stale_button":
-                await answer_query(update, text, alert=True)
-                return
-            await answer_query(update)
-            await send(update, context, text)
+    await staff_flow_button(update, context, FLOW, _press)
 
 
 async def _press(update, context, t: Turn, press: flows.Press, state) -> None:

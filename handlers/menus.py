@@ -30,11 +30,7 @@ STAFF_COMMANDS = (
 
 
 def descriptions(svc: Services, locale: str) -> dict[str, str]:
-    text = svc.renderer.render("commands", locale).text
-    return {
-        name.strip(): value.strip()
-        for name, value in (line.split(":", 1) for line in text.splitlines() if ":" in line)
-    }
+    return svc.renderer.pairs("commands", locale)
 
 
 async def staff_commands(session: AsyncSession, member: Member | None) -> list[str]:

@@ -11,7 +11,7 @@ from bot.services import roles as role_rules
 from bot.services.authorization import Action, units_for
 from bot.services.errors import Refusal
 from handlers import menus
-from handlers.common import Turn, answer_query, keyboard, send, show, turn
+from handlers.common import Turn, answer_query, keyboard, send, show, staff_flow_button, turn
 
 FLOW = "roles"
 
@@ -44,24 +44,7 @@ async def roles_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
 
 async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Every /roles button; stale or forged ones are refused, ids are checked again."""
-    query = update.callback_query
-    assert query is not None and query.data is not None
-    async with turn(update, context) as t:
-        try:
-            press = flows.parse(query.data)
-            state = await flows.current(t.session, t.person, FLOW, press.version)
-            await _press(update, context, t, press, state)
-        except Refusal as refusal:
-            await _refused(update, context, t, refusal)
-
-
-async def _refused(update, context, t: Turn, refusal: Refusal) -> None:
-    text = t.render(refusal.template, **refusal.context)
-    if refusal.template == "common/stale_button":
-        await answer_query(update, text, alert=True)
-        return
-    await answer_query(update)
-    await send(update, context, text)
+    await staff_flow_button(update, context, FLOW, _press)
 
 
 async def _press(update, context, t: Turn, press: flows.Press, state) -> None:

@@ -24,11 +24,8 @@ CHILD_BUTTONS = 6  # drill-down buttons: the units furthest behind
 
 
 def _pairs(t: Turn, name: str, **ctx) -> dict[str, str]:
-    """A `key: text` template (chart labels, spreadsheet words) read as a dict."""
-    text = t.render(name, **ctx)
-    return {
-        k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in text.splitlines() if ":" in ln)
-    }
+    """A `key: text` template (chart labels, captions) read as a dict."""
+    return t.services.renderer.pairs(name, t.locale, **ctx)
 
 
 async def _markup(t: Turn, unit: Unit, view: summary.UnitSummary):

@@ -36,9 +36,7 @@ async def queue_scheduled(svc: Services) -> int:
 
 
 def _labels(svc: Services, locale: str) -> dict[str, str]:
-    text = svc.renderer.text("broadcast/xlsx_labels", locale)
-    pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
-    return {key.strip(): value.strip() for key, value in pairs}
+    return svc.renderer.pairs("broadcast/xlsx_labels", locale)
 
 
 async def send_reports(svc: Services, bot: Bot) -> int:

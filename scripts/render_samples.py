@@ -32,10 +32,6 @@ from bot.settings import Settings
 AT_LOCAL = datetime(2024, 4, 10, 9, 0)
 
 
-def _pairs(text: str) -> dict[str, str]:
-    return {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in text.splitlines())}
-
-
 async def render(out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,13 +45,11 @@ async def render(out: Path) -> list[Path]:
                 now, tz, today = svc.clock.now(), svc.clock.tz, svc.clock.today()
                 district = await require_unit(session, "BT-PT")
                 view = await summary.for_unit(session, district.id, now, tz)
-                words = _pairs(svc.renderer.text("summary/chart", "vi", unit=district, today=today))
+                words = svc.renderer.pairs("summary/chart", "vi", unit=district, today=today)
                 bars = [(child.unit.name, child.pledged_share) for child in view.children]
                 png = chart.completion_png(words["title"], words["xlabel"], bars)
                 province = await require_unit(session, "BT")
-                facts = await summary.report_facts(
-                    session, province, ReportKind.six_month, now, tz
-                )
+                facts = await summary.report_facts(session, province, ReportKind.six_month, now, tz)
                 draft = report_docx.build(svc.renderer.text("report/draft", "vi", f=facts))
         finally:
             await svc.db.dispose()

@@ -36,9 +36,8 @@ CONTENT_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.shee
 
 def labels_from(renderer: Any, locale: str, year: int | None = None) -> dict[str, str]:
     """The `key: label` lines of the template, for `write_members`."""
-    text = renderer.text(TEMPLATE, locale, year=year)
-    pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
-    return {key.strip(): html.unescape(value.strip()) for key, value in pairs}
+    pairs = renderer.pairs(TEMPLATE, locale, year=year)
+    return {key: html.unescape(value) for key, value in pairs.items()}
 
 
 def write_members(stream: IO[bytes], listing: MemberListing, labels: dict[str, str]) -> None:

@@ -128,9 +128,7 @@ def _upsert(session: AsyncSession, model, keys: dict[str, int], counts: Counter[
     )
     return statement.on_conflict_do_update(
         index_elements=list(keys),
-        set_={
-            name: getattr(model, name) + counts[name] for name in names if counts[name] != 0
-        },
+        set_={name: getattr(model, name) + counts[name] for name in names if counts[name] != 0},
     )
 
 
