@@ -2599,6 +2599,9 @@ class BotApiEmulator:
             entry.not_before = asyncio.get_running_loop().time() + self._webhook_retry_delay
             self._webhook_error = (int(self.clock()), error)
             log.debug("webhook delivery of %s failed: %s", entry.update_id, error)
+        # Free the connection slot before waking the delivery loop (the done callback would
+        # come a turn too late, and the loop would wait for a change that never comes).
+        self._webhook_posts.discard(asyncio.current_task())  # type: ignore[arg-type]
         self._notify()
 
     def _api_get_file(self, params: dict[str, Any], files: dict[str, _Upload]) -> dict[str, Any]:
