@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import logging
 import sys
 from datetime import date, datetime
 from pathlib import Path
@@ -472,6 +473,8 @@ def run(
         application.run_polling(allowed_updates=None)
         return
     _check_webhook(settings, webhook)
+    from telegram.error import TelegramError
+
     from bot.webhook import serve_webhook
 
     assert settings.webhook_secret is not None
@@ -480,9 +483,12 @@ def run(
     )
     application = build_application(make_services(settings))
     host = listen or settings.webhook_listen
-    asyncio.run(
-        serve_webhook(application, webhook, host, settings.webhook_port if port is None else port)
-    )
+    listen_port = settings.webhook_port if port is None else port
+    try:
+        asyncio.run(serve_webhook(application, webhook, host, listen_port))
+    except (TelegramError, OSError) as error:  # Telegram refused setWebhook, port taken...
+        logging.getLogger("bot.cli").error("webhook mode could not start: %s", error)
+        raise typer.Exit(1) from None
 
 
 def _check_webhook(settings: Settings, url: str) -> None:

@@ -67,17 +67,28 @@ def record_update(kind: str, outcome: str, seconds: float | None = None) -> None
         HANDLER_SECONDS.observe(seconds)
 
 
+_send_counters: dict[tuple[str, str], Counter] = {}
+
+
+def _sends(lane: str, result: str) -> Counter:
+    # labels() takes a lock and builds a key on every call; every send passes here.
+    counter = _send_counters.get((lane, result))
+    if counter is None:
+        counter = _send_counters[(lane, result)] = SENDS.labels(lane=lane, result=result)
+    return counter
+
+
 async def count_send(lane: str, sending: Awaitable[T]) -> T:
     """Await one send and count its result: sent, blocked (403) or failed (anything else)."""
     try:
         result = await sending
     except Forbidden:
-        SENDS.labels(lane=lane, result="blocked").inc()
+        _sends(lane, "blocked").inc()
         raise
     except Exception:
-        SENDS.labels(lane=lane, result="failed").inc()
+        _sends(lane, "failed").inc()
         raise
-    SENDS.labels(lane=lane, result="sent").inc()
+    _sends(lane, "sent").inc()
     return result
 
 

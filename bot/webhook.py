@@ -285,13 +285,17 @@ class WebhookServer:
         self.graceful_seconds = graceful_seconds
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
+        self._socket: socket.socket | None = None
 
     @property
     def url(self) -> str:
         """The local http URL of the update endpoint (what a proxy would forward to)."""
         return f"http://{self.host}:{self.port}{self.webhook.path}"
 
-    async def start(self) -> None:
+    def bind(self) -> None:
+        """Take the port now (OSError if it is taken), before anything else has started."""
+        if self._socket is not None:
+            return
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -300,6 +304,12 @@ class WebhookServer:
             sock.close()
             raise
         self.port = sock.getsockname()[1]
+        self._socket = sock
+
+    async def start(self) -> None:
+        self.bind()
+        sock = self._socket
+        assert sock is not None
         config = uvicorn.Config(
             self.webhook.app,
             log_config=None,
@@ -327,6 +337,9 @@ class WebhookServer:
     async def stop(self) -> None:
         """Refuse new updates, let those in flight finish, close the socket."""
         if self._server is None or self._task is None:
+            if self._socket is not None:
+                self._socket.close()
+            self._socket = None
             return
         self._server.begin_exit()
         try:
@@ -334,6 +347,7 @@ class WebhookServer:
         finally:
             self._server = None
             self._task = None
+            self._socket = None
 
 
 @contextlib.asynccontextmanager
@@ -356,7 +370,12 @@ async def webhook_running(
         signals=signals,
         graceful_seconds=graceful_seconds,
     )
-    await application.initialize()
+    server.bind()  # a taken port fails here, before the Application or its jobs start
+    try:
+        await application.initialize()
+    except BaseException:
+        await server.stop()
+        raise
     if application.post_init:
         await application.post_init(application)
     await application.start()

@@ -510,3 +510,29 @@ async def test_sigterm_finishes_the_update_in_flight_and_exits_0(emulator, tmp_p
     assert emulator.user(641).transcript[-1].from_bot is False
     assert TOKEN not in output and SECRET not in output
     assert "SIGTERM received" in output
+    assert "Traceback" not in output, output
+
+
+async def test_a_port_already_taken_is_a_clear_error_not_a_traceback(emulator, tmp_path):
+    env = _child_env(emulator, tmp_path / "bot.db")
+    upgrade = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "db", "upgrade", env=env, cwd=tmp_path
+    )
+    assert await upgrade.wait() == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "bot.cli", "run", "--webhook", URL, "--port", str(port)),
+            env=env,
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await asyncio.wait_for(process.communicate(), 30)
+    text = output.decode()
+    assert process.returncode == 1, text
+    assert "webhook mode could not start" in text and "Traceback" not in text
+    assert TOKEN not in text and SECRET not in text
+    assert emulator.webhook is None  # nothing registered for a process that is not serving
