@@ -141,7 +141,9 @@ async def register_webhook(application: Application, url: str) -> None:
 
 
 def _kind(data: dict) -> str:
-    return next((key for key in data if key != "update_id"), "unknown")
+    """The update's type, for the metric label (known types only, so labels stay few)."""
+    kind = next((key for key in data if key != "update_id"), "unknown")
+    return kind if kind in Update.ALL_TYPES else "other"
 
 
 class WebhookApp:
