@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import logging
 import sys
 from datetime import date, datetime
 from pathlib import Path
@@ -437,8 +438,24 @@ def content_check(directory: Annotated[Path | None, typer.Argument(metavar="DIR"
 
 
 @app.command("run")
-def run() -> None:
-    """Run the real bot with long polling (needs TELEGRAM_BOT_TOKEN)."""
+def run(
+    webhook: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="Serve by webhook at this public https URL (default: long polling)",
+        ),
+    ] = None,
+    listen: Annotated[
+        str | None,
+        typer.Option(help="Webhook mode: address to listen on (CHUYENDE_WEBHOOK_LISTEN)"),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Webhook mode: port to listen on (CHUYENDE_WEBHOOK_PORT)"),
+    ] = None,
+) -> None:
+    """Run the real bot (needs TELEGRAM_BOT_TOKEN): long polling, or --webhook URL."""
     from bot.app import build_application
     from bot.logs import setup_logging
     from bot.runtime import make_services
@@ -447,9 +464,51 @@ def run() -> None:
     if settings.telegram_bot_token is None:
         _say("cli/token_missing")
         raise typer.Exit(2)
-    setup_logging([settings.telegram_bot_token.get_secret_value()])
+    if webhook is None:
+        if listen is not None or port is not None:
+            _say("cli/webhook_options_alone")
+            raise typer.Exit(2)
+        setup_logging([settings.telegram_bot_token.get_secret_value()])
+        application = build_application(make_services(settings))
+        application.run_polling(allowed_updates=None)
+        return
+    _check_webhook(settings, webhook)
+    from telegram.error import TelegramError
+
+    from bot.webhook import serve_webhook
+
+    assert settings.webhook_secret is not None
+    setup_logging(
+        [settings.telegram_bot_token.get_secret_value(), settings.webhook_secret.get_secret_value()]
+    )
     application = build_application(make_services(settings))
-    application.run_polling(allowed_updates=None)
+    host = listen or settings.webhook_listen
+    listen_port = settings.webhook_port if port is None else port
+    try:
+        asyncio.run(serve_webhook(application, webhook, host, listen_port))
+    except (TelegramError, OSError) as error:  # Telegram refused setWebhook, port taken...
+        logging.getLogger("bot.cli").error("webhook mode could not start: %s", error)
+        raise typer.Exit(1) from None
+
+
+def _check_webhook(settings: Settings, url: str) -> None:
+    """Refuse, before anything starts, what Telegram would refuse or what cannot be served."""
+    import re
+    from urllib.parse import urlsplit
+
+    from bot.webhook import RESERVED_PATHS
+
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+    if not secret:
+        _say("cli/webhook_secret_missing")
+        raise typer.Exit(2)
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
+        _say("cli/webhook_secret_invalid")
+        raise typer.Exit(2)
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname or (parts.path or "/") in RESERVED_PATHS:
+        _say("cli/webhook_url_invalid", url=url)
+        raise typer.Exit(2)
 
 
 @app.command("demo")

@@ -73,6 +73,8 @@ from telegram.error import RetryAfter
 from telegram.ext import BaseRateLimiter
 from telegram.warnings import PTBDeprecationWarning
 
+from bot import metrics
+
 __all__ = [
     "BACKGROUND",
     "MESSAGE_ENDPOINTS",
@@ -317,7 +319,9 @@ class LaneRateLimiter(BaseRateLimiter[dict[str, Any]]):
             return await callback(*args, **kwargs)
         chat = _chat_key(data.get("chat_id"))
         run = self._background_send if lane == BACKGROUND else self._reply_send
-        return await run(callback, args, kwargs, endpoint, chat, max_retries)
+        return await metrics.count_send(
+            lane, run(callback, args, kwargs, endpoint, chat, max_retries)
+        )
 
     def _parse_args(self, rate_limit_args: dict[str, Any] | None) -> tuple[str, int]:
         if not rate_limit_args:
@@ -424,10 +428,12 @@ class LaneRateLimiter(BaseRateLimiter[dict[str, Any]]):
 
     def _retrying(self, endpoint: str, lane: str, delay: float) -> None:
         self.stats["retries_429"] += 1
+        metrics.rate_limited()
         log.info("429 on %s (%s lane): retrying in %.1f s", endpoint, lane, delay)
 
     def _gave_up(self, endpoint: str, lane: str, max_retries: int) -> None:
         self.stats["gave_up_429"] += 1
+        metrics.rate_limited()
         log.warning("429 on %s (%s lane) after %d retries: giving up", endpoint, lane, max_retries)
 
     # -- chats -----------------------------------------------------------------------------

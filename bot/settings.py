@@ -36,6 +36,17 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("CHUYENDE_WEBHOOK_SECRET", "webhook_secret")
     )
+    # Where `chuyende run --webhook` listens; a TLS proxy in front forwards Telegram to it.
+    webhook_listen: str = Field(
+        default="127.0.0.1",
+        validation_alias=AliasChoices("CHUYENDE_WEBHOOK_LISTEN", "webhook_listen"),
+    )
+    webhook_port: int = Field(
+        default=8443,
+        ge=0,
+        le=65535,
+        validation_alias=AliasChoices("CHUYENDE_WEBHOOK_PORT", "webhook_port"),
+    )
     now: datetime | None = Field(default=None, validation_alias=AliasChoices("CHUYENDE_NOW", "now"))
     # Telegram's ceiling is ~30/s per bot (paid broadcasts lift it); background uses 80% of it.
     per_bot_rate: float = Field(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from bot import metrics
 from bot.context import Services
 from bot.models import NoticeKind, OwedBy
 from bot.services import reminders
@@ -36,6 +37,7 @@ async def plan_tick(svc: Services) -> int:
     now = svc.clock.now()
     async with svc.db.session() as session:
         plan = await reminders.plan(session, svc.catalog, now, svc.clock.tz)
+        metrics.reminders_planned(plan)
         if not plan.notices and not plan.skipped and not plan.swept:
             return 0
         texts = {notice.dedupe_key: _render(svc, notice) for notice in plan.notices}

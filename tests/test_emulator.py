@@ -7,6 +7,7 @@ import base64
 import contextlib
 import datetime as dtm
 import html
+import itertools
 import json
 import time
 
@@ -708,6 +709,176 @@ async def test_webhook_is_stored_and_blocks_polling(bot, emu):
         await bot.get_updates()
     await bot.delete_webhook()
     assert (await bot.get_webhook_info()).url == ""
+
+
+class _Target:
+    """A local webhook receiver: records each POST, answers ``status`` after ``delay`` s."""
+
+    def __init__(self, status: int = 200, delay: float = 0.0) -> None:
+        from starlette.applications import Starlette
+        from starlette.responses import Response
+        from starlette.routing import Route
+
+        self.status = status
+        self.delay = delay
+        self.posts: list[dict] = []  # update, secret, start, end
+        self.active = 0
+        self.peak = 0
+
+        async def receive(request):
+            started = time.monotonic()
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            try:
+                await asyncio.sleep(self.delay)
+            finally:
+                self.active -= 1
+            self.posts.append(
+                {
+                    "update": json.loads(await request.body()),
+                    "secret": request.headers.get("X-Telegram-Bot-Api-Secret-Token"),
+                    "start": started,
+                    "end": time.monotonic(),
+                }
+            )
+            return Response(status_code=self.status)
+
+        self.app = Starlette(routes=[Route("/hook", receive, methods=["POST"])])
+
+    async def __aenter__(self) -> _Target:
+        import uvicorn
+
+        sock = __import__("socket").socket()
+        sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, log_config=None, lifespan="off", access_log=False)
+        )
+        self.server.capture_signals = contextlib.nullcontext  # the test keeps its handlers
+        self.task = asyncio.create_task(self.server.serve(sockets=[sock]))
+        while not self.server.started:
+            await asyncio.sleep(0.01)
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        self.server.should_exit = True
+        await self.task
+
+    def chats(self, chat_id: int) -> list[dict]:
+        return [p for p in self.posts if p["update"]["message"]["chat"]["id"] == chat_id]
+
+
+async def test_webhook_posts_updates_with_the_secret_header_once_routed(bot, emu):
+    async with _Target() as target:
+        await bot.set_webhook("https://bot.example.org/hook", secret_token="s3cr3t")
+        lan = emu.user(1001, first_name="Lan")
+        update_id = await lan.send("xin chào")
+        await asyncio.sleep(0.1)
+        assert target.posts == []  # stored, not called: nobody said where it goes
+        assert (await bot.get_webhook_info()).pending_update_count == 1
+        emu.route_webhook([target.url])
+        await emu.wait_idle(timeout=5)
+        [post] = target.posts
+        assert post["secret"] == "s3cr3t"
+        assert post["update"]["update_id"] == update_id
+        assert post["update"]["message"]["text"] == "xin chào"
+        assert (await bot.get_webhook_info()).pending_update_count == 0
+        [attempt] = emu.webhook_attempts
+        assert (attempt.update_id, attempt.target, attempt.status, attempt.ok) == (
+            update_id,
+            target.url,
+            200,
+            True,
+        )
+        with pytest.raises(Conflict, match="webhook is active"):
+            await bot.get_updates()
+
+
+@pytest.mark.parametrize("max_connections", [1, 40])
+async def test_webhook_keeps_each_chat_in_order_and_chats_side_by_side(bot, emu, max_connections):
+    async with _Target(delay=0.1) as target:
+        await bot.set_webhook("https://bot.example.org/hook", max_connections=max_connections)
+        emu.route_webhook([target.url])
+        people = [emu.user(1001 + i, first_name=f"U{i}") for i in range(3)]
+        sent = {person.id: [await person.send(f"tin {n}") for n in range(3)] for person in people}
+        await emu.wait_idle(timeout=10)
+    for person in people:
+        posts = target.chats(person.id)
+        assert [p["update"]["update_id"] for p in posts] == sent[person.id]
+        # The next update of a chat was posted only after the earlier one was answered.
+        assert all(a["end"] <= b["start"] for a, b in itertools.pairwise(posts))
+    assert target.peak == (1 if max_connections == 1 else 3)
+
+
+async def test_webhook_redelivers_to_the_next_target_and_reports_the_error(bot, emu):
+    async with _Target(status=500) as broken, _Target() as healthy:
+        await bot.set_webhook("https://bot.example.org/hook")
+        emu.route_webhook([broken.url, healthy.url], retry_delay=0.05)
+        lan, binh = emu.user(1001, first_name="Lan"), emu.user(1002, first_name="Bình")
+        first = await lan.send("một")  # round-robin: to the broken target first
+        second = await binh.send("hai")
+        await emu.wait_idle(timeout=5)
+        assert [p["update"]["update_id"] for p in broken.posts] == [first]
+        assert sorted(p["update"]["update_id"] for p in healthy.posts) == [first, second]
+        assert [(a.update_id, a.target, a.status) for a in emu.webhook_attempts][:1] == [
+            (first, broken.url, 500)
+        ]
+        info = await bot.get_webhook_info()
+        assert (
+            info.last_error_message == "Wrong response from the webhook: 500 Internal Server Error"
+        )
+        assert info.pending_update_count == 0
+
+        # Everything down: the update stays pending and keeps being retried.
+        healthy.status = 503
+        third = await lan.send("ba")
+        await asyncio.sleep(0.4)
+        info = await bot.get_webhook_info()
+        assert info.pending_update_count == 1
+        assert len([a for a in emu.webhook_attempts if a.update_id == third]) >= 3
+        healthy.status = broken.status = 200
+        await emu.wait_idle(timeout=5)
+        assert (await bot.get_webhook_info()).pending_update_count == 0
+
+
+async def test_webhook_timeout_and_refused_connections_are_retried(bot, emu):
+    async with _Target(delay=1.0) as slow, _Target() as healthy:
+        await bot.set_webhook("https://bot.example.org/hook")
+        emu.route_webhook([slow.url, healthy.url], retry_delay=0.0, timeout=0.2)
+        update_id = await emu.user(1001, first_name="Lan").send("chậm")
+        await emu.wait_idle(timeout=5)
+        assert [(a.target, a.error) for a in emu.webhook_attempts] == [
+            (slow.url, "Read timeout expired"),
+            (healthy.url, None),
+        ]
+        dead = healthy.url
+    emu.route_webhook([dead], retry_delay=0.05)
+    await emu.user(1002, first_name="Bình").send("không ai nghe")
+    await asyncio.sleep(0.3)
+    info = await bot.get_webhook_info()
+    assert (info.pending_update_count, info.last_error_message) == (1, "Connection refused")
+    assert update_id not in [a.update_id for a in emu.webhook_attempts[2:]]
+
+
+async def test_delete_webhook_stops_delivery_and_polling_gets_what_is_pending(bot, emu):
+    async with _Target(status=500) as broken:
+        await bot.set_webhook("https://bot.example.org/hook")
+        emu.route_webhook([broken.url], retry_delay=0.05)
+        update_id = await emu.user(1001, first_name="Lan").send("còn chờ")
+        await asyncio.sleep(0.2)
+        await bot.delete_webhook()
+        posted = len(broken.posts)
+        await asyncio.sleep(0.2)
+        assert len(broken.posts) == posted
+    [update] = await bot.get_updates()
+    assert update.update_id == update_id
+
+
+def test_route_webhook_refuses_what_it_cannot_post_to(emu):
+    with pytest.raises(ValueError, match="not an http"):
+        emu.route_webhook(["ftp://127.0.0.1/hook"])
+    with pytest.raises(ValueError, match="retry_delay"):
+        emu.route_webhook(["http://127.0.0.1:1/hook"], retry_delay=-1)
 
 
 async def test_chat_action_and_delete(bot, emu, alice):

@@ -24,11 +24,19 @@ Tests drive emulated people through the in-process client API (``emu.user(...)``
 bot...). The web chat page (``page=True``) uses the JSON endpoints under ``/_sandbox/``.
 
 Known simplifications (documented so nobody relies on them): one bot per emulator; no inline
-mode, payments, media groups, forum topics or channels; webhooks are stored but never called;
-MarkdownV2 is not parsed (the bot uses HTML). One deliberate extra strictness: a bare ``&`` in
-HTML text that is not one of Telegram's entities is an error here (Telegram would keep it
-literally), because it almost always means user text was not escaped; pass
-``strict_html=False`` to get Telegram's lenient behaviour.
+mode, payments, media groups, forum topics or channels; MarkdownV2 is not parsed (the bot uses
+HTML). One deliberate extra strictness: a bare ``&`` in HTML text that is not one of
+Telegram's entities is an error here (Telegram would keep it literally), because it almost
+always means user text was not escaped; pass ``strict_html=False`` to get Telegram's lenient
+behaviour.
+
+Webhooks: after ``setWebhook`` the emulator POSTs updates like Telegram does (JSON body, the
+``X-Telegram-Bot-Api-Secret-Token`` header) once :meth:`BotApiEmulator.route_webhook` has
+said which local http URLs stand for the registered https URL; until then a webhook is only
+stored (and getUpdates answers 409). Delivery is round-robin across the targets, at most
+``max_connections`` at a time, one chat's updates in order (the next waits for the earlier
+one's 2xx); an update that got no 2xx (other status, refused, timed out) is delivered again
+after ``retry_delay`` to the next target. ``webhook_attempts`` records every POST.
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -72,6 +81,7 @@ __all__ = [
     "EmulatedUser",
     "HtmlParseError",
     "Rejection",
+    "WebhookAttempt",
     "make_png",
     "parse_html",
     "utf16_len",
@@ -724,6 +734,22 @@ class Rejection:
     monotonic: float
 
 
+@dataclass(frozen=True)
+class WebhookAttempt:
+    """One POST of an update to a webhook target, and how it ended."""
+
+    update_id: int
+    target: str
+    status: int | None  # None: no HTTP answer (refused, timed out)
+    error: str | None  # Telegram's last_error_message wording; None on success
+    started: float  # time.monotonic()
+    finished: float
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
 @dataclass
 class _Event:
     seq: int
@@ -760,6 +786,9 @@ class _QueuedUpdate:
     update: dict[str, Any]
     delivered: bool = False
     forced: bool = False  # a redelivery: delivered once regardless of the offset
+    in_flight: bool = False  # webhook: a POST of it is under way
+    not_before: float = 0.0  # webhook: loop time before which it is not posted again
+    last_target: int | None = None  # webhook: the target of its previous attempt
 
     @property
     def update_id(self) -> int:
@@ -1173,6 +1202,8 @@ class BotApiEmulator:
         self.rejections: list[Rejection] = []
         self.personas: list[dict[str, Any]] = []
         self.webhook: dict[str, Any] | None = None
+        #: Every webhook POST, in the order they ended.
+        self.webhook_attempts: list[WebhookAttempt] = []
 
         self._users: dict[int, EmulatedUser] = {}
         self._chats: dict[int, _Chat] = {}
@@ -1198,6 +1229,15 @@ class BotApiEmulator:
 
         self._server: _QuietServer | None = None
         self._server_task: asyncio.Task[None] | None = None
+
+        self._webhook_targets: list[str] = []
+        self._webhook_retry_delay = 0.5
+        self._webhook_timeout = 10.0
+        self._webhook_next_target = 0
+        self._webhook_task: asyncio.Task[None] | None = None
+        self._webhook_posts: set[asyncio.Task[None]] = set()
+        self._webhook_error: tuple[int, str] | None = None
+        self._send_delay: tuple[float, frozenset[str] | None] | None = None
 
         self._methods: dict[str, tuple[str, Callable[..., Any]]] = {}
         for name in (
@@ -1284,6 +1324,7 @@ class BotApiEmulator:
                 raise RuntimeError("the emulator's server stopped while starting")
             await asyncio.sleep(0.005)
         log.info("Bot API emulator listening on %s:%s", self.host, self.port)
+        self._ensure_webhook_delivery()
         return self
 
     async def stop(self) -> None:
@@ -1292,6 +1333,7 @@ class BotApiEmulator:
             return
         self._closing = True
         self._notify()
+        await self._stop_webhook_delivery()
         self._server.should_exit = True
         if self._server.wake is not None:
             self._server.wake.set()
@@ -1610,6 +1652,12 @@ class BotApiEmulator:
         name, handler = known
         try:
             params, files = await self._read_params(request)
+            if self._send_delay is not None:
+                delay, methods = self._send_delay
+                if (methods is None and name.startswith(("send", "edit"))) or (
+                    methods is not None and name in methods
+                ):
+                    await asyncio.sleep(delay)
             result = handler(params, files)
             if asyncio.iscoroutine(result):
                 result = await result
@@ -2362,6 +2410,8 @@ class BotApiEmulator:
     def _api_delete_webhook(self, params: dict[str, Any], files: dict[str, _Upload]) -> bool:
         self._drop_pending(params)
         self.webhook = None
+        self._webhook_error = None
+        self._notify()  # the delivery loop sees there is no webhook and ends
         return True
 
     def _api_set_webhook(self, params: dict[str, Any], files: dict[str, _Upload]) -> bool:
@@ -2383,6 +2433,8 @@ class BotApiEmulator:
             "secret_token": secret,
             "max_connections": _as_int(params.get("max_connections")) or 40,
         }
+        self._ensure_webhook_delivery()
+        self._notify()
         return True
 
     def _api_get_webhook_info(
@@ -2397,7 +2449,160 @@ class BotApiEmulator:
             info["max_connections"] = self.webhook["max_connections"]
             if self._allowed_updates is not None:
                 info["allowed_updates"] = sorted(self._allowed_updates)
+            if self._webhook_error is not None:
+                info["last_error_date"], info["last_error_message"] = self._webhook_error
         return info
+
+    # -- webhook delivery ------------------------------------------------------------------
+
+    def route_webhook(
+        self,
+        targets: Iterable[str],
+        *,
+        retry_delay: float = 0.5,
+        timeout: float = 10.0,
+    ) -> None:
+        """Deliver what is POSTed to the registered webhook URL to these local URLs instead,
+        round-robin, as a load balancer in front of several bot processes would.
+
+        ``retry_delay``: seconds before an update without a 2xx is posted again (to the next
+        target); ``timeout``: seconds a target has to answer. An empty list stops delivery.
+        """
+        urls = [str(url) for url in targets]
+        for url in urls:
+            if not url.lower().startswith(("http://", "https://")):
+                raise ValueError(f"not an http(s) URL: {url!r}")
+        if retry_delay < 0 or timeout <= 0:
+            raise ValueError("retry_delay must be >= 0 and timeout > 0")
+        self._webhook_targets = urls
+        self._webhook_retry_delay = retry_delay
+        self._webhook_timeout = timeout
+        self._ensure_webhook_delivery()
+        self._notify()
+
+    def set_send_delay(self, seconds: float, methods: Iterable[str] | None = None) -> None:
+        """Answer send*/edit* requests (or these methods) only after ``seconds``: a slow
+        Telegram, so a test can catch an update in the middle of being handled. 0 turns it
+        off."""
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        self._send_delay = (seconds, frozenset(methods) if methods else None) if seconds else None
+
+    @property
+    def webhook_in_flight(self) -> int:
+        """Webhook POSTs under way now."""
+        return len(self._webhook_posts)
+
+    def _ensure_webhook_delivery(self) -> None:
+        if self._server is None or self.webhook is None or not self._webhook_targets:
+            return
+        if self._webhook_task is None or self._webhook_task.done():
+            self._webhook_task = asyncio.create_task(self._deliver_webhooks())
+
+    async def _stop_webhook_delivery(self) -> None:
+        task, self._webhook_task = self._webhook_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @staticmethod
+    def _update_chat(update: dict[str, Any]) -> int | None:
+        """The chat an update belongs to: its updates are delivered one after another."""
+        for key, value in update.items():
+            if key == "update_id" or not isinstance(value, dict):
+                continue
+            chat = value.get("chat") or (value.get("message") or {}).get("chat")
+            if isinstance(chat, dict) and "id" in chat:
+                return int(chat["id"])
+            sender = value.get("from")
+            if isinstance(sender, dict) and "id" in sender:
+                return int(sender["id"])
+        return None
+
+    async def _deliver_webhooks(self) -> None:
+        loop = asyncio.get_running_loop()
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+        client = httpx.AsyncClient(timeout=self._webhook_timeout, limits=limits)
+        try:
+            while self.webhook is not None and self._webhook_targets and not self._closing:
+                changed = self._changed
+                now = loop.time()
+                self._queue = [e for e in self._queue if self._is_allowed(e.kind)]
+                busy = {self._update_chat(e.update) for e in self._queue if e.in_flight}
+                wake_at = math.inf
+                for entry in self._queue:
+                    if len(self._webhook_posts) >= self.webhook["max_connections"]:
+                        break
+                    if entry.in_flight:
+                        continue
+                    chat = self._update_chat(entry.update)
+                    if chat is not None and chat in busy:
+                        continue  # an earlier update of this chat has not got its 2xx yet
+                    if chat is not None:
+                        busy.add(chat)
+                    if entry.not_before > now:
+                        wake_at = min(wake_at, entry.not_before)
+                        continue
+                    self._post_webhook(client, entry)
+                timeout = None if wake_at == math.inf else max(0.0, wake_at - now)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), timeout)
+        finally:
+            posts = list(self._webhook_posts)
+            for post in posts:
+                post.cancel()
+            await asyncio.gather(*posts, return_exceptions=True)
+            await client.aclose()
+
+    def _post_webhook(self, client: httpx.AsyncClient, entry: _QueuedUpdate) -> None:
+        count = len(self._webhook_targets)
+        if entry.last_target is None:
+            index = self._webhook_next_target % count
+            self._webhook_next_target += 1
+        else:  # a redelivery goes to another target than the one that failed
+            index = (entry.last_target + 1) % count
+        entry.last_target = index
+        entry.in_flight = True
+        post = asyncio.create_task(self._post_one(client, entry, self._webhook_targets[index]))
+        self._webhook_posts.add(post)
+        post.add_done_callback(self._webhook_posts.discard)
+
+    async def _post_one(self, client: httpx.AsyncClient, entry: _QueuedUpdate, url: str) -> None:
+        assert self.webhook is not None
+        headers = {"Content-Type": "application/json"}
+        if self.webhook.get("secret_token"):
+            headers["X-Telegram-Bot-Api-Secret-Token"] = str(self.webhook["secret_token"])
+        status: int | None = None
+        error: str | None = None
+        started = time.monotonic()
+        try:
+            response = await client.post(url, content=json.dumps(entry.update), headers=headers)
+            status = response.status_code
+            if not 200 <= status < 300:
+                error = f"Wrong response from the webhook: {status} {response.reason_phrase}"
+        except httpx.TimeoutException:
+            error = "Read timeout expired"
+        except httpx.ConnectError:
+            error = "Connection refused"
+        except httpx.HTTPError as failure:
+            error = f"Connection failed: {type(failure).__name__}"
+        finally:
+            entry.in_flight = False  # also when cancelled: polling or a later webhook gets it
+        self.webhook_attempts.append(
+            WebhookAttempt(entry.update_id, url, status, error, started, time.monotonic())
+        )
+        if error is None:
+            entry.delivered = True
+            self._queue = [e for e in self._queue if e is not entry]
+        else:
+            entry.not_before = asyncio.get_running_loop().time() + self._webhook_retry_delay
+            self._webhook_error = (int(self.clock()), error)
+            log.debug("webhook delivery of %s failed: %s", entry.update_id, error)
+        # Free the connection slot before waking the delivery loop (the done callback would
+        # come a turn too late, and the loop would wait for a change that never comes).
+        self._webhook_posts.discard(asyncio.current_task())  # type: ignore[arg-type]
+        self._notify()
 
     def _api_get_file(self, params: dict[str, Any], files: dict[str, _Upload]) -> dict[str, Any]:
         stored = self._files.get(str(params.get("file_id") or ""))
