@@ -108,9 +108,7 @@ def test_the_lock_fits_the_database(tmp_path: Path):
     assert isinstance(lock_for_database("sqlite+aiosqlite://"), ProcessLock)
     lock = lock_for_database(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
     assert isinstance(lock, FileLock) and lock.path == tmp_path / "x.db.leader"
-    assert isinstance(
-        lock_for_database("postgresql+asyncpg://postgres@127.0.0.1/x"), PostgresLock
-    )
+    assert isinstance(lock_for_database("postgresql+asyncpg://postgres@127.0.0.1/x"), PostgresLock)
     with pytest.raises(ValueError, match="positive"):
         Leadership(ProcessLock(), retry_seconds=0)
 
@@ -130,9 +128,9 @@ async def test_only_one_of_several_contenders_leads(lock_url, key, contenders):
     assert elected == [0]
 
     await contenders[0].stop()  # a clean stop hands over within one retry
-    assert await contenders[1].wait_until(True, RETRY + SLACK) or await contenders[
-        2
-    ].wait_until(True, SLACK)
+    assert await contenders[1].wait_until(True, RETRY + SLACK) or await contenders[2].wait_until(
+        True, SLACK
+    )
     assert sum(c.is_leader for c in contenders) == 1
     assert len(elected) == 2
 
