@@ -53,8 +53,9 @@ waiters cost nothing per tick. It is about forty lines and has its own tests.
 Several processes: with a ``store`` (bot/ratestore.py, Redis or PostgreSQL) the shared and
 background buckets draw their tokens from buckets that every process shares, so together the
 processes stay within ``per_bot`` and background within ``background_share`` of it. A process
-asks for tokens only when sends wait, in grants of at most ``grant`` (no more than wait), so
-one round trip serves a burst and no process hoards tokens; within the process the grant goes
+asks for tokens only when sends wait, in grants of at most ``grant`` (no more than wait, and
+no more than the bucket's burst), so one round trip can serve a reply of a few messages and no
+process hoards tokens; within the process the grant goes
 to replies before background sends, as before. If the store cannot be reached (or answers
 slower than ``store_timeout``), the process logs it once and goes on with a local share of
 ``per_bot / processes`` until the store answers again (it is retried every few seconds), so
