@@ -59,6 +59,16 @@ log = logging.getLogger(__name__)
 DEFAULT_KEY = int.from_bytes(b"chuyende", "big") - 2**63
 _CONNECT_TIMEOUT = 5.0
 
+# If the leader's host drops off the network, its socket is never closed, and PostgreSQL
+# would keep the session (and the lock) until the OS's keepalive gives up, two hours by
+# default. These settings make the server probe this one idle session after 10 s and drop it
+# after three unanswered probes 5 s apart, so the lock is free again within about 25 s.
+_SERVER_KEEPALIVE = {
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+}
+
 Callback = Callable[[], Awaitable[None]]
 
 
@@ -85,10 +95,17 @@ class PostgresLock:
 
     async def try_acquire(self) -> bool:
         if self._conn is None or self._conn.is_closed():
-            self._conn = await asyncpg.connect(self._dsn, timeout=self.timeout)
-        got = await self._conn.fetchval(
-            "SELECT pg_try_advisory_lock($1)", self.key, timeout=self.timeout
-        )
+            self._conn = await asyncpg.connect(
+                self._dsn, timeout=self.timeout, server_settings=_SERVER_KEEPALIVE
+            )
+        try:
+            got = await self._conn.fetchval(
+                "SELECT pg_try_advisory_lock($1)", self.key, timeout=self.timeout
+            )
+        except BaseException:  # failed or cancelled: whether we got it is unknown, so let go
+            conn, self._conn = self._conn, None
+            conn.terminate()
+            raise
         if not got:
             # Keep no idle connection per waiting process; the next try opens a new one.
             await self._close()
@@ -252,6 +269,8 @@ class Leadership:
                 await task
         if self._leading:
             await self._step_down("stopping")
+        else:
+            await self.lock.release()  # a connection opened by a try cut short by the stop
 
     async def wait_until(self, leading: bool, timeout: float) -> bool:
         """Wait until ``is_leader == leading`` or ``timeout`` passes; returns whether it is."""
