@@ -243,6 +243,9 @@ class _StoreBucket:
     ``grant``), hands them out most urgent priority first, and when the store has none waits
     the time it names. A granted token whose waiter was cancelled meanwhile is dropped: it
     was taken from the shared budget, so keeping it for later could exceed the rate.
+    With two priorities, a grant for background waiters only leaves ``reserve`` tokens in
+    the shared bucket (see :meth:`_pump`): within a process replies are served first anyway,
+    and this keeps other processes' background sends from taking a reply's token.
     If the store fails, every waiter (and every request for ``retry_seconds`` after) is
     served by ``fallback``, a local bucket at this process's conservative share.
     """
@@ -258,10 +261,12 @@ class _StoreBucket:
         *,
         priorities: int = 1,
         grant: int = 8,
+        reserve: float = 1.0,
         timeout: float = 0.5,
         stats: Counter[str],
     ) -> None:
         self.store = store
+        self.reserve = reserve if priorities > 1 else 0.0
         self.name = name
         self.rate = rate
         self.capacity = capacity
@@ -281,6 +286,9 @@ class _StoreBucket:
                 queue.popleft()
         return sum(not f.done() for queue in self._queues for f in queue)
 
+    def _live_at(self, priority: int) -> int:
+        return sum(not f.done() for f in self._queues[priority])
+
     def waiters(self) -> int:
         return self._live() + self.fallback.waiters()
 
@@ -296,10 +304,16 @@ class _StoreBucket:
             await self.fallback.acquire(priority)
 
     async def _pump(self) -> None:
-        while (want := min(self._live(), self.grant)) > 0:
+        while self._live() > 0:
+            # Replies waiting here: ask for them with the full burst. Only background waiting:
+            # ask as if the bucket were `reserve` tokens smaller, so background sends of every
+            # process leave the last tokens to replies (of any process) and never drain it.
+            urgent = self._live_at(0)
+            want = min(urgent or self._live(), self.grant)
+            capacity = self.capacity if urgent else max(1.0, self.capacity - self.reserve)
             try:
                 granted, wait = await asyncio.wait_for(
-                    self.store.take(self.name, self.rate, self.capacity, want), self.timeout
+                    self.store.take(self.name, self.rate, capacity, want), self.timeout
                 )
             except Exception as error:  # the store is away: go local, in priority order
                 self.stats["store_errors"] += 1
