@@ -54,9 +54,10 @@ Several processes: with a ``store`` (bot/ratestore.py, Redis or PostgreSQL) the 
 background buckets draw their tokens from buckets that every process shares, so together the
 processes stay within ``per_bot`` and background within ``background_share`` of it. A process
 asks for tokens only when sends wait, in grants of at most ``grant`` (no more than wait, and
-no more than the bucket's burst), so one round trip can serve a reply of a few messages and no
-process hoards tokens; within the process the grant goes
-to replies before background sends, as before. If the store cannot be reached (or answers
+no more than the bucket's burst), so one round trip can serve a reply of a few messages and
+no process hoards tokens; within the process the grant goes to replies before background
+sends, as before, and background grants leave the shared bucket's last token to replies of
+any process. If the store cannot be reached (or answers
 slower than ``store_timeout``), the process logs it once and goes on with a local share of
 ``per_bot / processes`` until the store answers again (it is retried every few seconds), so
 replies keep going and the processes together still stay within the rate.
@@ -72,6 +73,7 @@ tokens, chat ids, texts or phone numbers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dtm
 import logging
 import time
@@ -246,8 +248,8 @@ class _StoreBucket:
     With two priorities, a grant for background waiters only leaves ``reserve`` tokens in
     the shared bucket (see :meth:`_pump`): within a process replies are served first anyway,
     and this keeps other processes' background sends from taking a reply's token.
-    If the store fails, every waiter (and every request for ``retry_seconds`` after) is
-    served by ``fallback``, a local bucket at this process's conservative share.
+    If the store fails, every waiter (and every request for ``_STORE_RETRY_SECONDS`` after)
+    is served by ``fallback``, a local bucket at this process's conservative share.
     """
 
     def __init__(
@@ -279,6 +281,7 @@ class _StoreBucket:
         self._pump_task: asyncio.Task[None] | None = None
         self._local_until = float("-inf")
         self._failing = False
+        self._reply_came = asyncio.Event()  # cuts short a wait computed for background only
 
     def _live(self) -> int:
         for queue in self._queues:
@@ -298,6 +301,8 @@ class _StoreBucket:
             return
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._queues[priority].append(future)
+        if priority == 0:
+            self._reply_came.set()
         if self._pump_task is None or self._pump_task.done():
             self._pump_task = asyncio.create_task(self._pump(), name=f"rate-{self.name}")
         if await future is _FALLBACK:
@@ -341,7 +346,12 @@ class _StoreBucket:
                         future.set_result(None)
                         granted -= 1
             if granted == 0 and self._live():
-                await asyncio.sleep(max(wait, _EPSILON))
+                self._reply_came.clear()
+                if urgent:
+                    await asyncio.sleep(max(wait, _EPSILON))
+                else:  # a reply need not wait out the background's longer wait
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._reply_came.wait(), max(wait, _EPSILON))
 
     def _release_all(self, result: object) -> None:
         for queue in self._queues:

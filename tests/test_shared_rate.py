@@ -182,7 +182,7 @@ async def test_three_processes_stay_within_the_per_bot_rate_together(emu, make_s
     assert len(times) == 3 * 40 + 3 * 8
     assert peak <= RATE + BURST + TOLERANCE
     # Shared, not merely slow: background ran near its share of the one budget ...
-    assert 0.8 * RATE * 0.8 <= bg_rate <= 0.8 * RATE * 1.1
+    assert 0.8 * RATE * 0.6 <= bg_rate <= 0.8 * RATE * 1.1
     # ... and replies came first: none waited anywhere near a background send's queue time.
     assert max(waits) < 1.0
     assert all(x.stats["store_errors"] == 0 for x in limiters)
