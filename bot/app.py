@@ -22,7 +22,7 @@ from telegram.ext import (
 from telegram.request import BaseRequest
 
 from bot.context import BOT_DATA_KEY, Services
-from bot.ratelimit import LaneRateLimiter
+from bot.ratestore import limiter_for
 from bot.update_processor import PerChatUpdateProcessor
 from handlers import (
     broadcast,
@@ -69,7 +69,7 @@ def build_application(
         .base_url(svc.settings.bot_api_url)
         .base_file_url(svc.settings.bot_file_url)
         .defaults(Defaults(parse_mode=ParseMode.HTML, tzinfo=svc.clock.tz))
-        .rate_limiter(LaneRateLimiter(per_bot=svc.settings.per_bot_rate))
+        .rate_limiter(limiter_for(svc.settings))
         .concurrent_updates(PerChatUpdateProcessor())
         .post_init(_post_init)
         .post_shutdown(_post_shutdown)

@@ -112,3 +112,15 @@ class Database:
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
+
+
+def asyncpg_dsn(url: str) -> str:
+    """A SQLAlchemy PostgreSQL URL as a plain DSN for asyncpg's own connections.
+
+    The leader lock and the shared rate limiter talk to PostgreSQL directly: one statement
+    each, on a connection they keep, without the ORM's session machinery in between.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError("not a PostgreSQL URL")
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)

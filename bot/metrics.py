@@ -51,6 +51,11 @@ REMINDERS_DUE = Gauge(
     "Members due a reminder at the last planning tick (only the process running the ticks).",
     registry=REGISTRY,
 )
+LEADER = Gauge(
+    "chuyende_leader",
+    "1 while this process holds the periodic-jobs lock (runs the ticks, owns setWebhook).",
+    registry=REGISTRY,
+)
 
 # Outcomes of an update, as the webhook answered it.
 HANDLED = "handled"  # processed, 200
@@ -90,6 +95,14 @@ async def count_send(lane: str, sending: Awaitable[T]) -> T:
         raise
     _sends(lane, "sent").inc()
     return result
+
+
+async def became_leader() -> None:
+    LEADER.set(1)
+
+
+async def stepped_down() -> None:
+    LEADER.set(0)
 
 
 def rate_limited() -> None:

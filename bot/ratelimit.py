@@ -50,8 +50,21 @@ background send step aside. :class:`_PriorityBucket` keeps one FIFO queue per pr
 the lower number first, and arms a single timer for the head of the queue, so thousands of
 waiters cost nothing per tick. It is about forty lines and has its own tests.
 
+Several processes: with a ``store`` (bot/ratestore.py, Redis or PostgreSQL) the shared and
+background buckets draw their tokens from buckets that every process shares, so together the
+processes stay within ``per_bot`` and background within ``background_share`` of it. A process
+asks for tokens only when sends wait, in grants of at most ``grant`` (no more than wait, and
+no more than the bucket's burst), so one round trip can serve a reply of a few messages and
+no process hoards tokens; within the process the grant goes to replies before background
+sends, as before, and background grants leave the shared bucket's last token to replies of
+any process. If the store cannot be reached (or answers
+slower than ``store_timeout``), the process logs it once and goes on with a local share of
+``per_bot / processes`` until the store answers again (it is retried every few seconds), so
+replies keep going and the processes together still stay within the rate.
+
 ``stats`` counts, for metrics: ``sent_reply``, ``sent_background``, ``retries_429``,
-``gave_up_429`` (429s re-raised after ``max_retries``), ``unlimited`` (requests passed
+``gave_up_429`` (429s re-raised after ``max_retries``), ``store_grants`` /
+``store_errors`` (round trips to the shared store), ``unlimited`` (requests passed
 straight through) and ``wait_reply_s`` / ``wait_background_s`` (seconds spent waiting in the
 limiter, 429 waits included, the HTTP requests themselves excluded). Nothing here logs
 tokens, chat ids, texts or phone numbers.
@@ -60,6 +73,7 @@ tokens, chat ids, texts or phone numbers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dtm
 import logging
 import time
@@ -67,13 +81,16 @@ import warnings
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from telegram.error import RetryAfter
 from telegram.ext import BaseRateLimiter
 from telegram.warnings import PTBDeprecationWarning
 
 from bot import metrics
+
+if TYPE_CHECKING:
+    from bot.ratestore import RateStore
 
 __all__ = [
     "BACKGROUND",
@@ -112,6 +129,9 @@ _EPSILON = 1e-9
 _BACKGROUND_CAPACITY = 1.5
 # Forget idle chats once this many are remembered (then at twice the number still busy).
 _PRUNE_AT = 4096
+# After a failed round trip to the shared store, send on the local share this long.
+_STORE_RETRY_SECONDS = 5.0
+_FALLBACK = object()  # what a waiter is told when the store failed: ask the local share
 
 _Result = bool | dict[str, Any] | list[dict[str, Any]]
 
@@ -220,6 +240,138 @@ class _PriorityBucket:
                 queue.popleft().cancel()
 
 
+class _StoreBucket:
+    """:class:`_PriorityBucket`'s interface, with tokens granted by a shared store.
+
+    One pump task per bucket asks the store for as many tokens as there are waiters (at most
+    ``grant``), hands them out most urgent priority first, and when the store has none waits
+    the time it names. A granted token whose waiter was cancelled meanwhile is dropped: it
+    was taken from the shared budget, so keeping it for later could exceed the rate.
+    With two priorities, a grant for background waiters only leaves ``reserve`` tokens in
+    the shared bucket (see :meth:`_pump`): within a process replies are served first anyway,
+    and this keeps other processes' background sends from taking a reply's token.
+    If the store fails, every waiter (and every request for ``_STORE_RETRY_SECONDS`` after)
+    is served by ``fallback``, a local bucket at this process's conservative share.
+    """
+
+    def __init__(
+        self,
+        store: RateStore,
+        name: str,
+        rate: float,
+        capacity: float,
+        fallback: _PriorityBucket,
+        clock: Callable[[], float],
+        *,
+        priorities: int = 1,
+        grant: int = 8,
+        reserve: float = 1.0,
+        timeout: float = 0.5,
+        stats: Counter[str],
+    ) -> None:
+        self.store = store
+        self.reserve = reserve if priorities > 1 else 0.0
+        self.name = name
+        self.rate = rate
+        self.capacity = capacity
+        self.fallback = fallback
+        self.grant = grant
+        self.timeout = timeout
+        self.stats = stats
+        self._clock = clock
+        self._queues: list[deque[asyncio.Future[object]]] = [deque() for _ in range(priorities)]
+        self._pump_task: asyncio.Task[None] | None = None
+        self._local_until = float("-inf")
+        self._failing = False
+        self._reply_came = asyncio.Event()  # cuts short a wait computed for background only
+
+    def _live(self) -> int:
+        for queue in self._queues:
+            while queue and queue[0].done():
+                queue.popleft()
+        return sum(not f.done() for queue in self._queues for f in queue)
+
+    def _live_at(self, priority: int) -> int:
+        return sum(not f.done() for f in self._queues[priority])
+
+    def waiters(self) -> int:
+        return self._live() + self.fallback.waiters()
+
+    async def acquire(self, priority: int = 0) -> None:
+        if self._clock() < self._local_until:
+            await self.fallback.acquire(priority)
+            return
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._queues[priority].append(future)
+        if priority == 0:
+            self._reply_came.set()
+        if self._pump_task is None or self._pump_task.done():
+            self._pump_task = asyncio.create_task(self._pump(), name=f"rate-{self.name}")
+        if await future is _FALLBACK:
+            await self.fallback.acquire(priority)
+
+    async def _pump(self) -> None:
+        while self._live() > 0:
+            # Replies waiting here: ask for them with the full burst. Only background waiting:
+            # ask as if the bucket were `reserve` tokens smaller, so background sends of every
+            # process leave the last tokens to replies (of any process) and never drain it.
+            urgent = self._live_at(0)
+            want = min(urgent or self._live(), self.grant)
+            capacity = self.capacity if urgent else max(1.0, self.capacity - self.reserve)
+            try:
+                granted, wait = await asyncio.wait_for(
+                    self.store.take(self.name, self.rate, capacity, want), self.timeout
+                )
+            except Exception as error:  # the store is away: go local, in priority order
+                self.stats["store_errors"] += 1
+                self._local_until = self._clock() + _STORE_RETRY_SECONDS
+                if not self._failing:
+                    self._failing = True
+                    log.warning(
+                        "shared rate store (%s) failed (%s): sending at a local share of "
+                        "%.3g/s, retrying it every %.0f s",
+                        self.store.kind,
+                        type(error).__name__,
+                        self.fallback.rate,
+                        _STORE_RETRY_SECONDS,
+                    )
+                self._release_all(_FALLBACK)
+                return
+            self.stats["store_grants"] += 1
+            if self._failing:
+                self._failing = False
+                log.warning("shared rate store (%s) answers again", self.store.kind)
+            for queue in self._queues:
+                while queue and granted > 0:
+                    future = queue.popleft()
+                    if not future.done():
+                        future.set_result(None)
+                        granted -= 1
+            if granted == 0 and self._live():
+                self._reply_came.clear()
+                if urgent:
+                    await asyncio.sleep(max(wait, _EPSILON))
+                else:  # a reply need not wait out the background's longer wait
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._reply_came.wait(), max(wait, _EPSILON))
+
+    def _release_all(self, result: object) -> None:
+        for queue in self._queues:
+            while queue:
+                future = queue.popleft()
+                if not future.done():
+                    future.set_result(result)
+
+    def close(self) -> None:
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+            self._pump_task = None
+        for queue in self._queues:
+            while queue:
+                queue.popleft().cancel()
+        self.fallback.close()
+
+
 @dataclass
 class _ChatState:
     """Background sends to one chat: whose turn it is and when the next may start."""
@@ -246,6 +398,12 @@ class LaneRateLimiter(BaseRateLimiter[dict[str, Any]]):
             real time (injectable to line timestamps up with another monotonic source).
         burst: how many messages the shared bucket lets through at once after a quiet
             moment (a reply of a few messages goes out without pacing).
+        store: where the per-bot budget is shared with other processes (bot/ratestore.py);
+            None keeps it in this process.
+        processes: how many processes share the bot; with a store, each sends at
+            ``1/processes`` of the rates while the store cannot be reached.
+        grant: at most this many tokens per round trip to the store.
+        store_timeout: seconds to wait for the store before going local.
     """
 
     def __init__(
@@ -257,6 +415,10 @@ class LaneRateLimiter(BaseRateLimiter[dict[str, Any]]):
         clock: Callable[[], float] = time.monotonic,
         *,
         burst: float = 3.0,
+        store: RateStore | None = None,
+        processes: int = 1,
+        grant: int = 8,
+        store_timeout: float = 0.5,
     ) -> None:
         if per_bot <= 0 or per_chat <= 0:
             raise ValueError("per_bot and per_chat must be positive")
@@ -266,11 +428,17 @@ class LaneRateLimiter(BaseRateLimiter[dict[str, Any]]):
             raise ValueError("max_retries must be >= 0")
         if burst < 1:
             raise ValueError("burst must be >= 1")
+        if processes < 1 or grant < 1:
+            raise ValueError("processes and grant must be >= 1")
         self.per_bot = per_bot
         self.per_chat = per_chat
         self.background_share = background_share
         self.max_retries = max_retries
         self.burst = burst
+        self.store = store
+        self.processes = processes
+        self.grant = grant
+        self.store_timeout = store_timeout
         self._clock = clock
         self._chat_gap = 1.0 / per_chat
         #: Counters for metrics (see the module docstring).
@@ -278,15 +446,54 @@ class LaneRateLimiter(BaseRateLimiter[dict[str, Any]]):
         self._reset()
 
     def _reset(self) -> None:
-        self._shared = _PriorityBucket(self.per_bot, self.burst, self._clock, priorities=2)
-        self._background = _PriorityBucket(
-            self.per_bot * self.background_share, _BACKGROUND_CAPACITY, self._clock
-        )
+        background_rate = self.per_bot * self.background_share
+        if self.store is None:
+            self._shared: _PriorityBucket | _StoreBucket = _PriorityBucket(
+                self.per_bot, self.burst, self._clock, priorities=2
+            )
+            self._background: _PriorityBucket | _StoreBucket = _PriorityBucket(
+                background_rate, _BACKGROUND_CAPACITY, self._clock
+            )
+        else:
+            share = 1.0 / self.processes
+            common = {"grant": self.grant, "timeout": self.store_timeout, "stats": self.stats}
+            self._shared = _StoreBucket(
+                self.store,
+                "shared",
+                self.per_bot,
+                self.burst,
+                _PriorityBucket(self.per_bot * share, max(1.0, self.burst * share), self._clock, 2),
+                self._clock,
+                priorities=2,
+                **common,
+            )
+            self._background = _StoreBucket(
+                self.store,
+                "background",
+                background_rate,
+                _BACKGROUND_CAPACITY,
+                _PriorityBucket(background_rate * share, _BACKGROUND_CAPACITY, self._clock),
+                self._clock,
+                **common,
+            )
         self._chats: dict[int | str, _ChatState] = {}
         self._prune_at = _PRUNE_AT
 
     async def initialize(self) -> None:
-        """Nothing to set up: the buckets start full and bind to the running loop lazily."""
+        """Connect the shared store, if any (the local buckets start full, bound lazily).
+
+        A store that cannot be reached does not stop the bot: the first sends find out,
+        log it and go on at the local share.
+        """
+        if self.store is not None:
+            try:
+                await asyncio.wait_for(self.store.start(), max(self.store_timeout, 2.0))
+            except Exception as error:
+                log.warning(
+                    "shared rate store (%s) unreachable at start-up (%s)",
+                    self.store.kind,
+                    type(error).__name__,
+                )
 
     async def shutdown(self) -> None:
         """Cancel whatever still waits for a token or a chat's turn and forget all state."""
@@ -296,6 +503,8 @@ class LaneRateLimiter(BaseRateLimiter[dict[str, Any]]):
             for future in state.waiters:
                 future.cancel()
         self._reset()
+        if self.store is not None:
+            await self.store.close()
 
     def waiting(self) -> int:
         """Requests queued in the buckets or for a chat's turn (for tests and metrics)."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import cached_property
+from typing import Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TELEGRAM_API = "https://api.telegram.org"
@@ -57,6 +58,33 @@ class Settings(BaseSettings):
         default=True, validation_alias=AliasChoices("CHUYENDE_BACKGROUND", "background")
     )
 
+    # Several processes on one database: the periodic jobs' leader (bot/leader.py) is checked
+    # every leader_check_seconds, and the others try to take over every leader_retry_seconds.
+    leader_retry_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        validation_alias=AliasChoices("CHUYENDE_LEADER_RETRY_SECONDS", "leader_retry_seconds"),
+    )
+    leader_check_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        validation_alias=AliasChoices("CHUYENDE_LEADER_CHECK_SECONDS", "leader_check_seconds"),
+    )
+    # Where the per-bot send budget lives (bot/ratestore.py). "auto": Redis when
+    # CHUYENDE_REDIS_URL is set, else PostgreSQL when DATABASE_URL is PostgreSQL (several
+    # processes may share it), else memory (SQLite is one process).
+    rate_backend: Literal["auto", "memory", "redis", "postgres"] = Field(
+        default="auto", validation_alias=AliasChoices("CHUYENDE_RATE_BACKEND", "rate_backend")
+    )
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("CHUYENDE_REDIS_URL", "redis_url")
+    )
+    # How many processes share the bot: while Redis/PostgreSQL cannot be reached, each sends
+    # at per_bot_rate / processes on its own, so together they still stay within the rate.
+    processes: int = Field(
+        default=3, ge=1, validation_alias=AliasChoices("CHUYENDE_PROCESSES", "processes")
+    )
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -74,6 +102,23 @@ class Settings(BaseSettings):
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @property
+    def resolved_rate_backend(self) -> str:
+        """memory, redis or postgres: what "auto" means for this configuration."""
+        if self.rate_backend != "auto":
+            return self.rate_backend
+        if self.redis_url:
+            return "redis"
+        return "postgres" if self.database_url.startswith("postgresql") else "memory"
+
+    @model_validator(mode="after")
+    def _backend_has_its_service(self) -> Settings:
+        if self.rate_backend == "redis" and not self.redis_url:
+            raise ValueError("CHUYENDE_RATE_BACKEND=redis needs CHUYENDE_REDIS_URL")
+        if self.rate_backend == "postgres" and not self.database_url.startswith("postgresql"):
+            raise ValueError("CHUYENDE_RATE_BACKEND=postgres needs a PostgreSQL DATABASE_URL")
+        return self
 
     @cached_property
     def tz(self) -> ZoneInfo:

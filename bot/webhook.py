@@ -383,9 +383,7 @@ async def webhook_running(
     await application.start()
     try:
         await server.start()  # listening before setWebhook, so the first POST finds us
-        # LEADER-ONLY: the one call of setWebhook in the startup path. With several processes
-        # only the holder of the periodic-jobs lock makes it (moved into its callback).
-        await register_webhook(application, url)
+        await _register_when_leading(application, url)
         yield server
     finally:
         await server.stop()  # in-flight updates finish before the Application stops
@@ -393,6 +391,22 @@ async def webhook_running(
         await application.shutdown()
         if application.post_shutdown:
             await application.post_shutdown(application)  # stops the outbox worker, flushes
+
+
+async def _register_when_leading(application: Application, url: str) -> None:
+    """setWebhook from the holder of the periodic-jobs lock only, each time it is elected.
+
+    The URL and secret are the same for every process; one caller keeps Telegram from
+    seeing a burst of identical calls at every rolling restart. Without background jobs
+    (CHUYENDE_BACKGROUND=false) there is no election: the process registers itself.
+    """
+    from scheduler.setup import leadership
+
+    leading = leadership(application)
+    if leading is None:
+        await register_webhook(application, url)
+        return
+    leading.on_elected(lambda: register_webhook(application, url))
 
 
 async def serve_webhook(application: Application, url: str, host: str, port: int) -> None:
