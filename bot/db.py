@@ -8,9 +8,15 @@ from contextlib import asynccontextmanager
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 BUSY_TIMEOUT_MS = 10_000
+
+
+class WriteSession(Session):
+    """The sync session behind `Database.session()`: its own class, so hooks on the
+    sessions that write (bot.services.updates) never run for readers or other code."""
 
 
 def is_sqlite(url: str) -> bool:
@@ -63,7 +69,8 @@ class Database:
             make_engine(url, immediate=False, echo=echo) if self.sqlite else self.engine
         )
         self._sessions = async_sessionmaker(
-            self.engine, class_=AsyncSession, expire_on_commit=False
+            self.engine, class_=AsyncSession, sync_session_class=WriteSession,
+            expire_on_commit=False,
         )
         self._readers = async_sessionmaker(
             self.read_engine, class_=AsyncSession, expire_on_commit=False

@@ -15,6 +15,7 @@ from telegram.ext import ContextTypes
 
 from bot.context import BOT_DATA_KEY, Services
 from bot.services.people import Person, load_person
+from bot.services.updates import DoneMarks
 from bot.telegram_html import split_message
 
 CHANNEL = "telegram"
@@ -24,6 +25,14 @@ _session: ContextVar[AsyncSession | None] = ContextVar("handler_session", defaul
 
 def services(context: ContextTypes.DEFAULT_TYPE) -> Services:
     return context.bot_data[BOT_DATA_KEY]
+
+
+def done_marks(svc: Services) -> DoneMarks:
+    """The group-committed done marks of read-only updates, one set per Services."""
+    marks = svc.extras.get("done_marks")
+    if marks is None:
+        marks = svc.extras["done_marks"] = DoneMarks(svc.db)
+    return marks  # type: ignore[return-value]
 
 
 @dataclass

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.models import ChatIdentity, Member, ProcessedUpdate, Unit
+from bot.models import ChatIdentity, Member, Unit
 from bot.services import tallies
 from bot.text import clean_name, search_key
 
@@ -119,14 +119,3 @@ async def link_identity(session: AsyncSession, identity: ChatIdentity, member: M
 def _member_ids(identity: ChatIdentity) -> tuple[int, ...]:
     """The member behind an identity, as arguments for `tallies.tracking`."""
     return (identity.member_id,) if identity.member_id is not None else ()
-
-
-async def claim_update(session: AsyncSession, channel: str, update_id: int, at: datetime) -> bool:
-    """Record an update id; False when it was already handled (Telegram retried it)."""
-    session.add(ProcessedUpdate(channel=channel, update_id=update_id, processed_at=at))
-    try:
-        await session.commit()
-    except IntegrityError:
-        await session.rollback()
-        return False
-    return True
