@@ -49,8 +49,14 @@ def _setup_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
 
 def make_engine(url: str, *, immediate: bool = True, echo: bool = False) -> AsyncEngine:
     if is_sqlite(url):
+        # The write engine keeps one connection: SQLite takes one writer at a time anyway,
+        # and waiting for the pool's connection is an asyncio queue (the next writer starts
+        # the moment the last commits), where waiting on the lock is SQLite's busy handler
+        # sleeping and polling (1, 2, 5… 100 ms), which was most of an update's time.
+        # The busy timeout still covers writers in other processes (the CLI).
+        pool = {"pool_size": 1, "max_overflow": 0} if immediate else {}
         engine = create_async_engine(
-            url, echo=echo, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000}
+            url, echo=echo, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000}, **pool
         )
         _setup_sqlite(engine, immediate=immediate)
         return engine
