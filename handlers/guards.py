@@ -17,12 +17,13 @@ logger = logging.getLogger(__name__)
 async def drop_repeated_update(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Telegram may deliver an update twice; only the first delivery has an effect.
 
-    Only a read here: the update is marked done with its handler's first committed write
-    (bot.services.updates), so a process killed mid-update leaves it to the redelivery.
+    Here the update starts being handled: the first committed write will carry its done
+    mark (bot.services.updates). A delivery of one done moments ago stops here; otherwise
+    the check is a read in the handler's first statement (`handlers.common.turn`).
     """
     svc = services(context)
     marks = done_marks(svc)
-    if await updates.seen(svc.db, marks, CHANNEL, update.update_id):
+    if marks.holds(CHANNEL, update.update_id):
         logger.info("update %s already handled, skipped", update.update_id)
         raise ApplicationHandlerStop
     updates.handling(CHANNEL, update.update_id, svc.clock.now(), marks)

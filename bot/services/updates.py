@@ -144,6 +144,18 @@ async def seen(db: Database, marks: DoneMarks, channel: str, update_id: int) -> 
         return bool(found)
 
 
+async def seen_in(session, channel: str, update_id: int) -> bool:
+    """`seen`, in a session already open."""
+    found = await session.exec(
+        select(
+            exists().where(
+                ProcessedUpdate.channel == channel, ProcessedUpdate.update_id == update_id
+            )
+        )
+    )
+    return bool(found.first())
+
+
 @contextmanager
 def scope() -> Iterator[_Scope]:
     """Around the handling of one update (the update processor opens it)."""
