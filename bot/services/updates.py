@@ -29,6 +29,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import sqlmodel
 from sqlalchemy import event, exists, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -40,8 +41,9 @@ from bot.models import ProcessedUpdate
 
 logger = logging.getLogger(__name__)
 
-# Read-only marks wait this long for company before one transaction writes them all.
-GROUP_COMMIT_DELAY_S = 0.02
+# Read-only marks wait this long for company before one transaction writes them all (on
+# SQLite each such transaction queues with the handlers' writes for the one write lock).
+GROUP_COMMIT_DELAY_S = 0.2
 
 
 class UpdateAlreadyHandled(Exception):
@@ -147,13 +149,13 @@ async def seen(db: Database, marks: DoneMarks, channel: str, update_id: int) -> 
 async def seen_in(session, channel: str, update_id: int) -> bool:
     """`seen`, in a session already open."""
     found = await session.exec(
-        select(
+        sqlmodel.select(
             exists().where(
                 ProcessedUpdate.channel == channel, ProcessedUpdate.update_id == update_id
             )
         )
     )
-    return bool(found.first())
+    return bool(found.one())  # sqlmodel's select of one column: a scalar, not a row
 
 
 @contextmanager
