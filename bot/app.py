@@ -153,6 +153,9 @@ async def _post_shutdown(application: Application) -> None:
 
     await stop_background(application)
     svc: Services = application.bot_data[BOT_DATA_KEY]
+    marks = svc.extras.get("done_marks")
+    if marks is not None:  # the read-only updates' done marks still waiting for company
+        await marks.close()  # type: ignore[attr-defined]
     if svc.owns_db:
         await svc.db.dispose()
 

@@ -8,9 +8,15 @@ from contextlib import asynccontextmanager
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 BUSY_TIMEOUT_MS = 10_000
+
+
+class WriteSession(Session):
+    """The sync session behind `Database.session()`: its own class, so hooks on the
+    sessions that write (bot.services.updates) never run for readers or other code."""
 
 
 def is_sqlite(url: str) -> bool:
@@ -43,8 +49,14 @@ def _setup_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
 
 def make_engine(url: str, *, immediate: bool = True, echo: bool = False) -> AsyncEngine:
     if is_sqlite(url):
+        # The write engine keeps one connection: SQLite takes one writer at a time anyway,
+        # and waiting for the pool's connection is an asyncio queue (the next writer starts
+        # the moment the last commits), where waiting on the lock is SQLite's busy handler
+        # sleeping and polling (1, 2, 5… 100 ms), which was most of an update's time.
+        # The busy timeout still covers writers in other processes (the CLI).
+        pool = {"pool_size": 1, "max_overflow": 0} if immediate else {}
         engine = create_async_engine(
-            url, echo=echo, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000}
+            url, echo=echo, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000}, **pool
         )
         _setup_sqlite(engine, immediate=immediate)
         return engine
@@ -63,7 +75,8 @@ class Database:
             make_engine(url, immediate=False, echo=echo) if self.sqlite else self.engine
         )
         self._sessions = async_sessionmaker(
-            self.engine, class_=AsyncSession, expire_on_commit=False
+            self.engine, class_=AsyncSession, sync_session_class=WriteSession,
+            expire_on_commit=False,
         )
         self._readers = async_sessionmaker(
             self.read_engine, class_=AsyncSession, expire_on_commit=False

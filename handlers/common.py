@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -11,11 +12,15 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.error import BadRequest
-from telegram.ext import ContextTypes
+from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from bot.context import BOT_DATA_KEY, Services
-from bot.services.people import Person, load_person
+from bot.services import updates
+from bot.services.campaigns import ContentCache
+from bot.services.people import Person, known_person, load_person, person_and_done
 from bot.telegram_html import split_message
+
+logger = logging.getLogger(__name__)
 
 CHANNEL = "telegram"
 # The session of the update being handled, so a send can end its transaction first.
@@ -24,6 +29,22 @@ _session: ContextVar[AsyncSession | None] = ContextVar("handler_session", defaul
 
 def services(context: ContextTypes.DEFAULT_TYPE) -> Services:
     return context.bot_data[BOT_DATA_KEY]
+
+
+def content_cache(svc: Services) -> ContentCache:
+    """Campaign content (campaigns, deadlines, lessons) kept in memory, one per Services."""
+    cache = svc.extras.get("content_cache")
+    if cache is None:
+        cache = svc.extras["content_cache"] = ContentCache()
+    return cache  # type: ignore[return-value]
+
+
+def done_marks(svc: Services) -> updates.DoneMarks:
+    """The group-committed done marks of read-only updates, one set per Services."""
+    marks = svc.extras.get("done_marks")
+    if marks is None:
+        marks = svc.extras["done_marks"] = updates.DoneMarks(svc.db)
+    return marks  # type: ignore[return-value]
 
 
 @dataclass
@@ -43,21 +64,65 @@ class Turn:
 
 
 @asynccontextmanager
-async def turn(update: Update, context: ContextTypes.DEFAULT_TYPE) -> AsyncIterator[Turn]:
-    """Open a session and load who is writing (recording their chat identity the first time)."""
+async def turn(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, *, reads_only: bool = False
+) -> AsyncIterator[Turn]:
+    """Open a session and load who is writing (recording their chat identity the first time).
+
+    `reads_only` (a handler that never writes, like /topic): the turn runs on a read session,
+    which on SQLite neither takes nor waits for the write lock; a person whose loading needs
+    a write (first contact, an unblock) still gets a write session.
+    """
     svc = services(context)
     user, chat = update.effective_user, update.effective_chat
     assert user is not None and chat is not None
+    mark = updates.current()
+    if reads_only:
+        async with svc.db.reader() as session:
+            person = await _person_unless_done(session, str(user.id), mark)
+            if person is not None and person.identity.blocked_at is None:
+                async with _turn(svc, session, person) as t:
+                    yield t
+                return
     async with svc.db.session() as session:
-        token = _session.set(session)
-        try:
+        person = await _person_unless_done(session, str(user.id), mark)
+        if person is None or person.identity.blocked_at is not None:
             person = await load_person(
                 session, CHANNEL, str(user.id), str(chat.id), svc.clock.now()
             )
-            locale = person.identity.locale or svc.settings.locale
-            yield Turn(session=session, person=person, locale=locale, services=svc)
-        finally:
-            _session.reset(token)
+        async with _turn(svc, session, person) as t:
+            yield t
+
+
+async def _person_unless_done(
+    session: AsyncSession, user_id: str, mark: updates.UpdateMark | None
+) -> Person | None:
+    """Who is writing, read in the same statement as the dedupe check of the update.
+
+    A delivery of an update already done stops here (ApplicationHandlerStop: no effect, no
+    reply). The check is only a read: the done mark goes in with the first committed write
+    (bot.services.updates).
+    """
+    if mark is None:  # not under the update processor (a direct call)
+        return await known_person(session, CHANNEL, user_id)
+    person, done = await person_and_done(session, CHANNEL, user_id, mark.update_id)
+    if done is None:  # an account never seen: ask about the update on its own
+        done = await updates.seen_in(session, CHANNEL, mark.update_id)
+    if done:
+        mark.duplicate = True
+        logger.info("update %s already handled, skipped", mark.update_id)
+        raise ApplicationHandlerStop
+    return person
+
+
+@asynccontextmanager
+async def _turn(svc: Services, session: AsyncSession, person: Person) -> AsyncIterator[Turn]:
+    token = _session.set(session)
+    try:
+        locale = person.identity.locale or svc.settings.locale
+        yield Turn(session=session, person=person, locale=locale, services=svc)
+    finally:
+        _session.reset(token)
 
 
 async def end_transaction() -> None:

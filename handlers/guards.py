@@ -8,20 +8,25 @@ from telegram import Update
 from telegram.constants import ChatType
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
-from bot.services.people import claim_update
-from handlers.common import CHANNEL, send, services
+from bot.services import updates
+from handlers.common import CHANNEL, done_marks, send, services
 
 logger = logging.getLogger(__name__)
 
 
 async def drop_repeated_update(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Telegram may deliver an update twice; only the first delivery has an effect."""
+    """Telegram may deliver an update twice; only the first delivery has an effect.
+
+    Here the update starts being handled: the first committed write will carry its done
+    mark (bot.services.updates). A delivery of one done moments ago stops here; otherwise
+    the check is a read in the handler's first statement (`handlers.common.turn`).
+    """
     svc = services(context)
-    async with svc.db.session() as session:
-        first = await claim_update(session, CHANNEL, update.update_id, svc.clock.now())
-    if not first:
+    marks = done_marks(svc)
+    if marks.holds(CHANNEL, update.update_id):
         logger.info("update %s already handled, skipped", update.update_id)
         raise ApplicationHandlerStop
+    updates.handling(CHANNEL, update.update_id, svc.clock.now(), marks)
 
 
 async def private_only(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -44,6 +49,11 @@ async def private_only(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Log the failure (the log filter strips tokens) and tell the person nothing was lost."""
+    if isinstance(context.error, updates.UpdateAlreadyHandled):
+        # A concurrent delivery of the same update committed first; this one rolled back.
+        logger.info("update %s handled by another delivery, rolled back", context.error)
+        return
+    updates.handler_failed()
     logger.error("handler failed", exc_info=context.error)
     if not isinstance(update, Update) or update.effective_chat is None:
         return

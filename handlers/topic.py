@@ -6,7 +6,7 @@ from telegram import Update
 from telegram.ext import ContextTypes
 
 from bot.services import campaigns
-from handlers.common import Turn, answer_query, keyboard, send, show, turn
+from handlers.common import Turn, answer_query, content_cache, keyboard, send, show, turn
 
 
 async def campaign_or_explain(update: Update, context: ContextTypes.DEFAULT_TYPE, t: Turn):
@@ -17,7 +17,9 @@ async def campaign_or_explain(update: Update, context: ContextTypes.DEFAULT_TYPE
         await send(update, context, t.render(name))
         return None
     assert t.person.unit is not None
-    in_force = await campaigns.in_force_for_unit(t.session, t.person.unit, t.services.clock.today())
+    in_force = await campaigns.in_force_for_unit(
+        t.session, t.person.unit, t.services.clock.today(), cache=content_cache(t.services)
+    )
     if in_force is None:
         await answer_query(update)
         await send(update, context, t.render("topic/none", unit=t.person.unit))
@@ -26,7 +28,7 @@ async def campaign_or_explain(update: Update, context: ContextTypes.DEFAULT_TYPE
 
 async def topic(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/topic: the overview, with a button to the first lesson."""
-    async with turn(update, context) as t:
+    async with turn(update, context, reads_only=True) as t:
         in_force = await campaign_or_explain(update, context, t)
         if in_force is None:
             return
@@ -50,13 +52,15 @@ async def lesson_page(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
     """A lesson button ("tp:N"); a forged or out-of-range page is answered as stale."""
     query = update.callback_query
     assert query is not None and query.data is not None
-    async with turn(update, context) as t:
+    async with turn(update, context, reads_only=True) as t:
         in_force = await campaign_or_explain(update, context, t)
         if in_force is None:
             return
         raw = query.data.removeprefix("tp:")
         position = int(raw) if raw.isdigit() else -1
-        lesson = await campaigns.lesson_at(t.session, in_force.campaign.id, position)
+        lesson = await campaigns.lesson_at(
+            t.session, in_force.campaign.id, position, cache=content_cache(t.services)
+        )
         if lesson is None:
             await answer_query(update, t.render("common/stale_button"), alert=True)
             return

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -175,8 +175,24 @@ KNOWN_DEADLINE_KINDS: dict[str, tuple[str, str, OwedBy]] = {
 }
 
 
+@dataclass
+class ContentCache:
+    """A campaign's content (row, owner unit, deadlines, lessons) kept in memory.
+
+    Content changes only when a campaign is applied again, which sets a new `applied_at`;
+    entries are keyed by (campaign id, applied_at), so each lookup still asks the database
+    which campaigns reach the unit (one small query) and never serves content another
+    process replaced. Cached rows are detached: read them, never add them to a session.
+    """
+
+    entries: dict[tuple[int, object], tuple[CampaignInForce, dict[int, Lesson]]] = field(
+        default_factory=dict
+    )
+    by_campaign: dict[int, tuple[int, object]] = field(default_factory=dict)
+
+
 async def in_force_for_unit(
-    session: AsyncSession, unit: Unit, today: date
+    session: AsyncSession, unit: Unit, today: date, *, cache: ContentCache | None = None
 ) -> CampaignInForce | None:
     """The campaign reaching `unit`: the latest year not after today, set nearest the unit.
 
@@ -184,6 +200,29 @@ async def in_force_for_unit(
     higher up still wins over last year's set lower down.
     """
     chain = ancestor_ids(unit)
+    depth_rank = {unit_id: rank for rank, unit_id in enumerate(chain)}
+    if cache is not None:
+        heads = (
+            await session.exec(
+                select(Campaign.id, Campaign.unit_id, Campaign.year, Campaign.applied_at).where(
+                    col(Campaign.unit_id).in_(chain), Campaign.year <= today.year
+                )
+            )
+        ).all()
+        if not heads:
+            return None
+        campaign_id, _, _, applied_at = min(heads, key=lambda h: (-h[2], depth_rank[h[1]]))
+        key = (campaign_id, applied_at)
+        entry = cache.entries.get(key)
+        if entry is None:
+            in_force = await _load_in_force(session, campaign_id)
+            lessons = await session.exec(select(Lesson).where(Lesson.campaign_id == campaign_id))
+            old = cache.by_campaign.pop(campaign_id, None)
+            if old is not None:
+                cache.entries.pop(old, None)
+            entry = cache.entries[key] = (in_force, {x.position: x for x in lessons.all()})
+            cache.by_campaign[campaign_id] = key
+        return entry[0]
     rows = (
         await session.exec(
             select(Campaign, Unit)
@@ -193,8 +232,22 @@ async def in_force_for_unit(
     ).all()
     if not rows:
         return None
-    depth_rank = {unit_id: rank for rank, unit_id in enumerate(chain)}
     campaign, owner = min(rows, key=lambda row: (-row[0].year, depth_rank[row[0].unit_id]))
+    return await _complete(session, campaign, owner)
+
+
+async def _load_in_force(session: AsyncSession, campaign_id: int) -> CampaignInForce:
+    campaign, owner = (
+        await session.exec(
+            select(Campaign, Unit)
+            .join(Unit, col(Unit.id) == Campaign.unit_id)
+            .where(Campaign.id == campaign_id)
+        )
+    ).one()
+    return await _complete(session, campaign, owner)
+
+
+async def _complete(session: AsyncSession, campaign: Campaign, owner: Unit) -> CampaignInForce:
     deadlines = (
         await session.exec(
             select(Deadline)
@@ -210,7 +263,13 @@ async def in_force_for_unit(
     )
 
 
-async def lesson_at(session: AsyncSession, campaign_id: int, position: int) -> Lesson | None:
+async def lesson_at(
+    session: AsyncSession, campaign_id: int, position: int, *, cache: ContentCache | None = None
+) -> Lesson | None:
+    """A lesson by position; from the cache when `in_force_for_unit` just filled it."""
+    key = cache.by_campaign.get(campaign_id) if cache is not None else None
+    if cache is not None and key is not None and key in cache.entries:
+        return cache.entries[key][1].get(position)
     return (
         await session.exec(
             select(Lesson).where(Lesson.campaign_id == campaign_id, Lesson.position == position)

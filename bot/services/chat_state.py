@@ -17,11 +17,27 @@ async def get_state(session: AsyncSession, identity_id: int) -> ChatState | None
     SQLite's BEGIN IMMEDIATE already serialises writers, so the lock is only needed where
     two processes may handle the same chat at once.
     """
-    return (
+    # Already read (and locked) in this transaction: the router reads the state to pick
+    # the flow, then the flow's service reads it again; the second read is the same row.
+    transaction = session.sync_session.get_transaction()
+    known = session.info.get(_LOCKED)
+    if known is not None and transaction is not None and known[0] is transaction:
+        state = known[1].get(identity_id)
+        if state is not None and state in session and state not in session.deleted:
+            return state
+    state = (
         await session.exec(
             select(ChatState).where(ChatState.identity_id == identity_id).with_for_update()
         )
     ).first()
+    if state is not None and transaction is not None:
+        if known is None or known[0] is not transaction:
+            known = session.info[_LOCKED] = (transaction, {})
+        known[1][identity_id] = state
+    return state
+
+
+_LOCKED = "chat_states_locked"  # session.info key: (transaction, {identity_id: ChatState})
 
 
 def put_state(

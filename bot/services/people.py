@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import and_, exists
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -32,8 +33,10 @@ async def load_person(
     session: AsyncSession, channel: str, user_id: str, chat_id: str, at: datetime
 ) -> Person:
     """Find (or first record) the identity for this account and the active member behind it."""
-    identity = await _identity(session, channel, user_id)
-    if identity is None:
+    person = await _person(session, channel, user_id)
+    if person is not None and person.identity.blocked_at is None:
+        return person
+    if person is None:
         identity = ChatIdentity(
             channel=channel, external_user_id=user_id, chat_id=chat_id, created_at=at
         )
@@ -42,37 +45,63 @@ async def load_person(
             await session.commit()
         except IntegrityError:  # another process recorded the same account a moment ago
             await session.rollback()
-            identity = await _identity(session, channel, user_id)
-            assert identity is not None
-    if identity.blocked_at is not None:
+        person = await _person(session, channel, user_id)
+        assert person is not None
+    if person.identity.blocked_at is not None:
         # They are writing to us, so they unblocked the bot (even if that update was lost).
+        identity = person.identity
         async with tallies.tracking(session, *_member_ids(identity)):
             identity.blocked_at = None
             session.add(identity)
         await session.commit()
-    member = unit = None
-    if identity.member_id is not None:
-        row = (
-            await session.exec(
-                select(Member, Unit)
-                .join(Unit, col(Unit.id) == Member.unit_id)
-                .where(Member.id == identity.member_id, col(Member.active).is_(True))
-            )
-        ).first()
-        if row is not None:
-            member, unit = row
+    return person
+
+
+async def known_person(session: AsyncSession, channel: str, user_id: str) -> Person | None:
+    """The person, when reading them needs no write (a known account that has not blocked
+    the bot); None otherwise, and `load_person` in a write session does the rest."""
+    person = await _person(session, channel, user_id)
+    if person is None or person.identity.blocked_at is not None:
+        return None
+    return person
+
+
+async def person_and_done(
+    session: AsyncSession, channel: str, user_id: str, update_id: int
+) -> tuple[Person | None, bool | None]:
+    """The person (as `_person`) and whether `update_id` is already done, in one statement;
+    done is None when the account is unknown (then nothing was read about the update)."""
+    done = exists().where(
+        ProcessedUpdate.channel == channel, ProcessedUpdate.update_id == update_id
+    )
+    row = (await session.exec(_person_query(channel, user_id).add_columns(done))).first()
+    if row is None:
+        return None, None
+    identity, member, unit, is_done = row
+    return _as_person(identity, member, unit), bool(is_done)
+
+
+def _person_query(channel: str, user_id: str):
+    return (
+        select(ChatIdentity, Member, Unit)
+        .outerjoin(
+            Member,
+            and_(col(Member.id) == ChatIdentity.member_id, col(Member.active).is_(True)),
+        )
+        .outerjoin(Unit, col(Unit.id) == Member.unit_id)
+        .where(ChatIdentity.channel == channel, ChatIdentity.external_user_id == user_id)
+    )
+
+
+def _as_person(identity: ChatIdentity, member: Member | None, unit: Unit | None) -> Person:
     inactive = identity.member_id is not None and member is None
     return Person(identity=identity, member=member, unit=unit, inactive=inactive)
 
 
-async def _identity(session: AsyncSession, channel: str, user_id: str) -> ChatIdentity | None:
-    return (
-        await session.exec(
-            select(ChatIdentity).where(
-                ChatIdentity.channel == channel, ChatIdentity.external_user_id == user_id
-            )
-        )
-    ).first()
+async def _person(session: AsyncSession, channel: str, user_id: str) -> Person | None:
+    """The identity with its active member and unit, in one statement."""
+    row = (await session.exec(_person_query(channel, user_id))).first()
+    return _as_person(*row) if row is not None else None
 
 
 async def record_consent(session: AsyncSession, identity: ChatIdentity, at: datetime) -> None:
@@ -119,14 +148,3 @@ async def link_identity(session: AsyncSession, identity: ChatIdentity, member: M
 def _member_ids(identity: ChatIdentity) -> tuple[int, ...]:
     """The member behind an identity, as arguments for `tallies.tracking`."""
     return (identity.member_id,) if identity.member_id is not None else ()
-
-
-async def claim_update(session: AsyncSession, channel: str, update_id: int, at: datetime) -> bool:
-    """Record an update id; False when it was already handled (Telegram retried it)."""
-    session.add(ProcessedUpdate(channel=channel, update_id=update_id, processed_at=at))
-    try:
-        await session.commit()
-    except IntegrityError:
-        await session.rollback()
-        return False
-    return True

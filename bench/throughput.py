@@ -1,0 +1,454 @@
+"""Updates per second through the whole Application, against bare PTB echo in the same run.
+
+    python bench/throughput.py [--backend sqlite|postgresql|both] [--users 200] [--runs 5]
+
+The network edge is an in-process ``telegram.request.BaseRequest`` (``CannedRequest``) that
+answers every Bot API call with valid canned JSON and never opens a socket, so what is
+measured is the bot's own work: PTB's dispatch, the project's handlers, services, database
+and templates.
+
+Each run measures three things, in turn, with the same request class, the same
+``LaneRateLimiter(per_bot=RATE)`` (a rate far above what is reached, so it never throttles;
+the script prints it), the same ``--users`` simulated chats and the same feeding:
+
+* ``echo``: a bare PTB ``Application`` with one ``MessageHandler`` that sends the text back.
+  Each user sends text messages.
+* ``topic``: the project's Application (``bot.app.build_application``) on a seeded union;
+  each joined member sends ``/topic`` and presses every lesson button in turn (the
+  ``callback_data`` comes from the keyboard the bot last sent to that chat, as a phone would).
+* ``wizard``: each member sends ``/pledge``, types every section and presses submit (the
+  deadline is ahead, so every round after the first files a revision).
+
+Updates go in the way the webhook path puts them in: ``application.update_processor
+.process_update(update, application.process_update(update))``, each user waiting for the
+previous update to finish before sending the next (as a person waits for the reply), all
+users at once. The figure is completed updates / wall-clock seconds; the summary gives the
+median over ``--runs`` and each mix's ratio to the median echo.
+
+The data: the Bình Thuận 2024 campaign applied at the province (tests/factories.py),
+``--members`` members (default 20,000) spread over 40 grassroots unions with chat identities
+and correct tallies, of whom ``--users`` are the ones writing. SQLite is a file in the
+system temp directory; PostgreSQL is the database ``--pg-db`` (default
+``bench_perf_throughput``), dropped and created again on the server of ``--pg-url``.
+``--profile FILE`` writes cProfile stats of the topic and wizard runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import itertools
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import event, insert, select
+from telegram import Update
+from telegram.ext import Application, ApplicationBuilder, MessageHandler, filters
+from telegram.request import BaseRequest, RequestData
+
+from bot.app import build_application
+from bot.clock import Clock
+from bot.db import Database
+from bot.models import ChatIdentity, Member
+from bot.ratelimit import LaneRateLimiter
+from bot.runtime import make_services
+from bot.services import tallies
+from bot.services.units import add_unit
+from bot.settings import Settings
+from bot.text import search_key
+from tests import factories
+
+TOKEN = "123456789:BENCH-token-never-sent-anywhere"
+BOT_ID = 123456789
+BOT_USER = {"id": BOT_ID, "is_bot": True, "first_name": "Chuyên đề", "username": "chuyende_bot"}
+# Inside the 2024 campaign, before the pledge deadline (as the tests' clock).
+START = datetime(2024, 4, 5, 1, 0, tzinfo=UTC)
+RATE = 1e6  # per-bot messages/s for both sides: far above anything reached here
+USER_BASE = 7_000_000
+
+
+class CannedRequest(BaseRequest):
+    """The Bot API answered in process: valid JSON for what the bot calls, no network.
+
+    It remembers the last message sent or edited in each chat, so a simulated user can
+    press a button of the keyboard it was last shown.
+    """
+
+    def __init__(self) -> None:
+        self._message_ids = itertools.count(1)
+        self.last: dict[int, dict[str, Any]] = {}
+        self.calls = 0
+
+    async def initialize(self) -> None:
+        """Nothing to open."""
+
+    async def shutdown(self) -> None:
+        """Nothing to close."""
+
+    @property
+    def read_timeout(self) -> float | None:
+        return None
+
+    async def do_request(
+        self,
+        url: str,
+        method: str,
+        request_data: RequestData | None = None,
+        read_timeout: Any = None,
+        write_timeout: Any = None,
+        connect_timeout: Any = None,
+        pool_timeout: Any = None,
+    ) -> tuple[int, bytes]:
+        self.calls += 1
+        endpoint = url.rsplit("/", 1)[-1]
+        params = request_data.parameters if request_data is not None else {}
+        result: Any = True
+        if endpoint == "getMe":
+            result = {**BOT_USER, "can_join_groups": True, "can_read_all_group_messages": False,
+                      "supports_inline_queries": False}
+        elif endpoint in ("sendMessage", "editMessageText"):
+            chat_id = int(params["chat_id"])
+            message_id = (
+                int(params["message_id"]) if endpoint == "editMessageText"
+                else next(self._message_ids)
+            )
+            result = {
+                "message_id": message_id,
+                "date": int(time.time()),
+                "chat": {"id": chat_id, "type": "private", "first_name": "Member"},
+                "from": BOT_USER,
+                "text": params.get("text", ""),
+            }
+            if params.get("reply_markup"):
+                markup = params["reply_markup"]
+                result["reply_markup"] = json.loads(markup) if isinstance(markup, str) else markup
+            self.last[chat_id] = result
+        return 200, json.dumps({"ok": True, "result": result}).encode()
+
+    def buttons(self, chat_id: int) -> list[str]:
+        """The callback_data of the last keyboard shown in this chat, in order."""
+        markup = self.last.get(chat_id, {}).get("reply_markup") or {}
+        return [b["callback_data"] for row in markup.get("inline_keyboard", []) for b in row
+                if "callback_data" in b]
+
+
+class Feeder:
+    """Builds updates from simulated users and puts them through an Application."""
+
+    def __init__(self, application: Application, request: CannedRequest) -> None:
+        self.app = application
+        self.request = request
+        self._update_ids = itertools.count(int(time.time() * 1000) % 10**9 * 1000)
+        self._message_ids = itertools.count(1)
+        self.done = 0
+
+    def _user(self, uid: int) -> dict[str, Any]:
+        return {"id": uid, "is_bot": False, "first_name": "Member", "language_code": "vi"}
+
+    async def _feed(self, payload: dict[str, Any]) -> None:
+        payload["update_id"] = next(self._update_ids)
+        update = Update.de_json(payload, self.app.bot)
+        await self.app.update_processor.process_update(update, self.app.process_update(update))
+        self.done += 1
+
+    async def text(self, uid: int, text: str) -> None:
+        message: dict[str, Any] = {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "chat": {"id": uid, "type": "private", "first_name": "Member"},
+            "from": self._user(uid),
+            "text": text,
+        }
+        if text.startswith("/"):
+            message["entities"] = [
+                {"type": "bot_command", "offset": 0, "length": len(text.split()[0])}
+            ]
+        await self._feed({"message": message})
+
+    async def press(self, uid: int, data: str) -> None:
+        shown = self.request.last.get(uid)
+        assert shown is not None, "pressing a button in a chat the bot never wrote to"
+        await self._feed(
+            {
+                "callback_query": {
+                    "id": str(next(self._message_ids)),
+                    "from": self._user(uid),
+                    "chat_instance": str(uid),
+                    "data": data,
+                    "message": shown,
+                }
+            }
+        )
+
+
+def _pick(buttons: list[str], prefix: str) -> str:
+    found = [b for b in buttons if b.startswith(prefix)]
+    assert found, f"no {prefix!r} button in {buttons}"
+    return found[0]
+
+
+async def echo_user(feeder: Feeder, uid: int, rounds: int) -> None:
+    for n in range(rounds * 30):
+        await feeder.text(uid, f"Tin nhắn số {n}")
+
+
+async def topic_user(feeder: Feeder, uid: int, rounds: int) -> None:
+    for _ in range(rounds):
+        await feeder.text(uid, "/topic")
+        data = _pick(feeder.request.buttons(uid), "tp:")
+        while True:
+            await feeder.press(uid, data)
+            following = [b for b in feeder.request.buttons(uid) if b.startswith("tp:")]
+            position = int(data[3:])
+            ahead = [b for b in following if int(b[3:]) > position]
+            if not ahead:
+                break
+            data = ahead[0]
+
+
+SECTION_TEXT = "Tôi sẽ học tập và làm theo tấm gương đạo đức Hồ Chí Minh mỗi ngày, phần {n}."
+
+
+async def wizard_user(feeder: Feeder, uid: int, rounds: int) -> None:
+    for _ in range(rounds):
+        await feeder.text(uid, "/pledge")
+        while not any(b.startswith("pl:submit:") for b in feeder.request.buttons(uid)):
+            await feeder.text(uid, SECTION_TEXT.format(n=feeder.done % 97))
+        await feeder.press(uid, _pick(feeder.request.buttons(uid), "pl:submit:"))
+        assert "pl:" not in "".join(feeder.request.buttons(uid)), "the pledge was not filed"
+
+
+class RoundTrips:
+    """Statements sent to the database (commits and rollbacks included): the part of an
+    update's cost that does not move with the machine's load."""
+
+    def __init__(self, db: Database) -> None:
+        self.count = 0
+        for engine in {db.engine, db.read_engine}:
+            event.listen(engine.sync_engine, "before_cursor_execute", self._one)
+            event.listen(engine.sync_engine, "commit", self._one)
+            event.listen(engine.sync_engine, "rollback", self._one)
+
+    def _one(self, *_args) -> None:
+        self.count += 1
+
+
+async def run_mix(application: Application, request: CannedRequest, user, uids, rounds,
+                  profile: cProfile.Profile | None = None,
+                  trips: RoundTrips | None = None) -> tuple[float, int, float]:
+    feeder = Feeder(application, request)
+    before = trips.count if trips is not None else 0
+    if profile is not None:
+        profile.enable()
+    began = time.perf_counter()
+    await asyncio.gather(*(user(feeder, uid, rounds) for uid in uids))
+    elapsed = time.perf_counter() - began
+    if profile is not None:
+        profile.disable()
+    statements = (trips.count - before) / feeder.done if trips is not None else 0.0
+    return feeder.done / elapsed, feeder.done, statements
+
+
+# -- the applications ------------------------------------------------------------------------
+
+
+def echo_application(request: CannedRequest, concurrency: int) -> Application:
+    async def echo(update: Update, context) -> None:
+        await context.bot.send_message(update.effective_chat.id, update.effective_message.text)
+
+    application = (
+        ApplicationBuilder()
+        .token(TOKEN)
+        .request(request)
+        .rate_limiter(LaneRateLimiter(per_bot=RATE))
+        .concurrent_updates(concurrency)
+        .build()
+    )
+    application.add_handler(MessageHandler(filters.TEXT, echo))
+    return application
+
+
+async def started(application: Application) -> Application:
+    await application.initialize()
+    if application.post_init:
+        await application.post_init(application)
+    await application.start()
+    return application
+
+
+async def stopped(application: Application) -> None:
+    await application.stop()
+    await application.shutdown()
+    if application.post_shutdown:
+        await application.post_shutdown(application)
+
+
+# -- the data --------------------------------------------------------------------------------
+
+
+async def seed(svc, members: int, users: int) -> list[int]:
+    """The union, members with identities, correct tallies; the writing users' ids."""
+    async with svc.db.session() as session:
+        union = await factories.make_union(session, svc)
+        units = [union.school, union.factory]
+        for n in range(38):
+            units.append(await add_unit(session, f"CS{n:02d}", f"CĐCS Doanh nghiệp số {n}", "PT"))
+        now = svc.clock.now()
+        conn = await session.connection()
+        rows = []
+        for n in range(members):
+            name = f"Nguyễn Văn Thành {n}"
+            rows.append({"unit_id": units[n % len(units)].id, "full_name": name,
+                         "name_key": search_key(name), "phone": f"09{n:08d}",
+                         "created_at": now, "active": True})
+        for start in range(0, members, 5000):
+            await conn.execute(insert(Member), rows[start:start + 5000])
+        ids = list((await conn.execute(
+            select(Member.id).order_by(Member.id))).scalars())
+        identities = [{"channel": "telegram", "external_user_id": str(USER_BASE + n),
+                       "chat_id": str(USER_BASE + n), "member_id": member_id,
+                       "consent_at": now, "created_at": now}
+                      for n, member_id in enumerate(ids)]
+        for start in range(0, len(identities), 5000):
+            await conn.execute(insert(ChatIdentity), identities[start:start + 5000])
+        await tallies.recount(session, [u.id for u in units])
+        await session.commit()
+    await svc.db.analyze()
+    return [USER_BASE + n for n in range(users)]
+
+
+async def pg_database(server_url: str, name: str) -> str:
+    """Drop and create `name` on the server of `server_url`; its URL for SQLAlchemy."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server_url)
+    conn = await asyncpg.connect(
+        host=url.host, port=url.port or 5432, user=url.username, password=url.password,
+        database=url.database or "postgres",
+    )
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+# -- the runs --------------------------------------------------------------------------------
+
+
+async def bench_backend(backend: str, args) -> dict[str, list[float]]:
+    if backend == "sqlite":
+        path = Path(tempfile.gettempdir()) / "chuyende_bench_throughput.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        url = f"sqlite+aiosqlite:///{path}"
+    else:
+        url = await pg_database(args.pg_url, args.pg_db)
+    settings = Settings(
+        TELEGRAM_BOT_TOKEN=TOKEN, DATABASE_URL=url, CHUYENDE_LOCALE="vi",
+        CHUYENDE_BACKGROUND=False, CHUYENDE_PER_BOT_RATE=RATE, _env_file=None,
+    )
+    db = Database(url)
+    await db.create_all()
+    svc = make_services(settings, clock=Clock(settings.tz, start=START), db=db)
+    svc.owns_db = False
+    began = time.perf_counter()
+    uids = await seed(svc, args.members, args.users)
+    print(f"[{backend}] seeded {args.members} members in {time.perf_counter() - began:.1f} s")
+
+    request = CannedRequest()
+    project = await started(build_application(svc, request=request))
+    echo_request = CannedRequest()
+    # The same number of updates in flight as the project's processor allows.
+    concurrency = project.update_processor.max_concurrent_updates
+    echo = await started(echo_application(echo_request, concurrency))
+    profile = cProfile.Profile() if args.profile else None
+    figures: dict[str, list[float]] = {"echo": [], "topic": [], "wizard": [],
+                                       "topic_statements": [], "wizard_statements": []}
+    trips = RoundTrips(db)
+    try:
+        # Warm up: templates compiled, statements cached, connections opened.
+        await run_mix(echo, echo_request, echo_user, uids, 1)
+        await run_mix(project, request, topic_user, uids, 1)
+        await run_mix(project, request, wizard_user, uids, 1)
+        for run in range(args.runs):
+            row = []
+            for mix, app, req, user in (
+                ("echo", echo, echo_request, echo_user),
+                ("topic", project, request, topic_user),
+                ("wizard", project, request, wizard_user),
+            ):
+                rate, count, statements = await run_mix(
+                    app, req, user, uids, args.rounds, profile if mix != "echo" else None,
+                    trips if mix != "echo" else None,
+                )
+                figures[mix].append(rate)
+                if mix != "echo":
+                    figures[f"{mix}_statements"].append(statements)
+                row.append(f"{mix} {rate:7.0f}/s ({count} updates)")
+            print(f"[{backend}] run {run + 1}: " + ", ".join(row))
+    finally:
+        await stopped(project)
+        await stopped(echo)
+        await db.dispose()
+    if profile is not None:
+        out = f"{args.profile}.{backend}"
+        profile.dump_stats(out)
+        print(f"[{backend}] profile written to {out}")
+    return figures
+
+
+def summary(backend: str, figures: dict[str, list[float]]) -> None:
+    echo = statistics.median(figures["echo"])
+    print(f"[{backend}] medians over {len(figures['echo'])} runs:")
+    print(f"  echo   {echo:8.0f} updates/s")
+    for mix, goal in (("topic", 0.5), ("wizard", 0.2)):
+        value = statistics.median(figures[mix])
+        ratio = value / echo
+        verdict = "meets" if ratio >= goal else "below"
+        statements = statistics.median(figures[f"{mix}_statements"])
+        print(f"  {mix:6s} {value:8.0f} updates/s = {ratio:6.1%} of echo "
+              f"({verdict} the {goal:.0%} goal), {statements:.1f} database statements/update")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--members", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of each mix per user")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--pg-url", default=os.environ.get(
+        "BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"))
+    parser.add_argument("--pg-db", default="bench_perf_throughput")
+    parser.add_argument("--profile", metavar="FILE")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    print(f"rate limiter: LaneRateLimiter(per_bot={RATE:g}/s) on both sides; "
+          f"{args.users} users, {args.members} members, {args.rounds} rounds a run")
+    backends = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
+    results = {}
+    for backend in backends:
+        try:
+            results[backend] = await bench_backend(backend, args)
+        except OSError as error:  # PostgreSQL not reachable
+            print(f"[{backend}] skipped: {error}")
+    for backend, figures in results.items():
+        summary(backend, figures)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

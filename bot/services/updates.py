@@ -1,0 +1,238 @@
+"""Telegram's retries have one effect: an update is marked done together with its effects.
+
+Telegram (or a load balancer in front of several processes) may deliver an update again:
+after a timeout, after a non-200 answer, after the process handling it died. Each update
+id is recorded in `ProcessedUpdate`, and the rule is "effects committed ⇔ update done":
+
+* Before handling, `seen()` only *reads* whether the id is done (no write transaction).
+* Inside `handling()`, the first commit of a write-session that changed anything also
+  inserts the update's `ProcessedUpdate` row, in the same transaction (a `before_commit`
+  hook on the write sessions). A process killed before that commit leaves nothing behind,
+  so the redelivered update is handled in full; one killed after it has done the work, so
+  the redelivery is dropped. A concurrent duplicate (another process, same id) fails on the
+  primary key at its own commit: its transaction rolls back whole and `UpdateAlreadyHandled`
+  is raised, which the error handler treats as handled (no reply, no apology).
+* An update whose handling wrote nothing gets its mark after the handler finished, through
+  `DoneMarks`, which group-commits them: losing one in a crash only risks answering a
+  read-only request twice.
+
+Nothing here knows about Telegram objects; the update processor and the guard call it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlmodel
+from sqlalchemy import event, exists, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import ORMExecuteState, Session
+
+from bot.db import Database, WriteSession
+from bot.models import ProcessedUpdate
+
+logger = logging.getLogger(__name__)
+
+# Read-only marks wait this long for company before one transaction writes them all (on
+# SQLite each such transaction queues with the handlers' writes for the one write lock).
+GROUP_COMMIT_DELAY_S = 0.2
+
+
+class UpdateAlreadyHandled(Exception):
+    """Another delivery of this update committed its effects first; this one rolled back."""
+
+
+@dataclass
+class UpdateMark:
+    """The update being handled in this task, and how its handling went."""
+
+    channel: str
+    update_id: int
+    at: datetime
+    marks: DoneMarks
+    committed: bool = False  # the done row went in with a committed write
+    failed: bool = False  # the handler raised: no read-only mark, a redelivery retries it
+    duplicate: bool = False
+
+
+@dataclass
+class _Scope:
+    """Opened by the update processor around one update; the guard fills `mark`."""
+
+    mark: UpdateMark | None = None
+
+
+_scope: ContextVar[_Scope | None] = ContextVar("update_scope", default=None)
+
+
+def current() -> UpdateMark | None:
+    scope = _scope.get()
+    return scope.mark if scope is not None else None
+
+
+@dataclass
+class DoneMarks:
+    """Done marks of updates that wrote nothing, group-committed in the background."""
+
+    db: Database
+    _pending: dict[tuple[str, int], datetime] = field(default_factory=dict)
+    _flushing: dict[tuple[str, int], datetime] = field(default_factory=dict)
+    _task: asyncio.Task[None] | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def add(self, channel: str, update_id: int, at: datetime) -> None:
+        self._pending[(channel, update_id)] = at
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._flush_soon())
+
+    def holds(self, channel: str, update_id: int) -> bool:
+        key = (channel, update_id)
+        return key in self._pending or key in self._flushing
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(GROUP_COMMIT_DELAY_S)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write every pending mark now (also at shutdown)."""
+        async with self._lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        while self._pending:
+            self._flushing, self._pending = self._pending, {}
+            rows = [
+                {"channel": channel, "update_id": update_id, "processed_at": at}
+                for (channel, update_id), at in self._flushing.items()
+            ]
+            insert = pg_insert if not self.db.sqlite else sqlite_insert
+            try:
+                async with self.db.engine.begin() as conn:
+                    await conn.execute(
+                        insert(ProcessedUpdate).values(rows).on_conflict_do_nothing()
+                    )
+            except Exception:  # a lost read-only mark only risks answering a retry twice
+                logger.warning("could not record %d handled updates", len(rows), exc_info=True)
+            finally:
+                self._flushing = {}
+
+    async def close(self) -> None:
+        """Wait for the group commit under way, then write what is left."""
+        if self._task is not None and not self._task.done():
+            await self._task
+        await self.flush()
+
+
+async def seen(db: Database, marks: DoneMarks, channel: str, update_id: int) -> bool:
+    """Whether this update id is already done (a read, no write transaction)."""
+    if marks.holds(channel, update_id):
+        return True
+    async with db.read_engine.connect() as conn:
+        found = await conn.scalar(
+            select(
+                exists().where(
+                    ProcessedUpdate.channel == channel, ProcessedUpdate.update_id == update_id
+                )
+            )
+        )
+        return bool(found)
+
+
+async def seen_in(session, channel: str, update_id: int) -> bool:
+    """`seen`, in a session already open."""
+    found = await session.exec(
+        sqlmodel.select(
+            exists().where(
+                ProcessedUpdate.channel == channel, ProcessedUpdate.update_id == update_id
+            )
+        )
+    )
+    return bool(found.one())  # sqlmodel's select of one column: a scalar, not a row
+
+
+@contextmanager
+def scope() -> Iterator[_Scope]:
+    """Around the handling of one update (the update processor opens it)."""
+    holder = _Scope()
+    token = _scope.set(holder)
+    try:
+        yield holder
+    finally:  # a cancelled or crashed handling (an exception here) leaves the update undone
+        _scope.reset(token)
+    mark = holder.mark
+    if mark is not None and not (mark.committed or mark.failed or mark.duplicate):
+        mark.marks.add(mark.channel, mark.update_id, mark.at)
+
+
+def handling(channel: str, update_id: int, at: datetime, marks: DoneMarks) -> UpdateMark:
+    """Start handling `update_id` in the current scope: commits from now on carry its mark."""
+    holder = _scope.get()
+    if holder is None:  # called outside the update processor (a direct call in a test)
+        holder = _Scope()
+        _scope.set(holder)
+    holder.mark = UpdateMark(channel, update_id, at, marks)
+    return holder.mark
+
+
+def handler_failed() -> None:
+    """The handler raised: leave the update undone unless its effects were committed."""
+    mark = current()
+    if mark is not None:
+        mark.failed = True
+
+
+# -- the write-session hooks -----------------------------------------------------------------
+
+
+@event.listens_for(WriteSession, "after_flush")
+def _flushed(session: Session, _context) -> None:
+    # A flush only runs when something changed (a clean session returns early).
+    session.info["wrote"] = True
+
+
+@event.listens_for(WriteSession, "do_orm_execute")
+def _executed(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        state.session.info["wrote"] = True
+
+
+@event.listens_for(WriteSession, "before_commit")
+def _before_commit(session: Session) -> None:
+    wrote = session.info.pop("wrote", False)
+    wrote = wrote or bool(session.new or session.dirty or session.deleted)
+    mark = current()
+    if mark is None or mark.committed or not wrote:
+        return
+    session.flush()
+    try:  # on the connection, past the ORM hooks: this write is the mark itself
+        session.connection().execute(
+            ProcessedUpdate.__table__.insert().values(
+                channel=mark.channel, update_id=mark.update_id, processed_at=mark.at
+            )
+        )
+    except IntegrityError:
+        mark.duplicate = True
+        raise UpdateAlreadyHandled(mark.update_id) from None
+    session.info["marking"] = mark
+
+
+@event.listens_for(WriteSession, "after_commit")
+def _after_commit(session: Session) -> None:
+    session.info.pop("wrote", None)
+    mark = session.info.pop("marking", None)
+    if mark is not None:
+        mark.committed = True
+
+
+@event.listens_for(WriteSession, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop("marking", None)
+    session.info.pop("wrote", None)

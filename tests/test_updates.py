@@ -1,0 +1,179 @@
+"""Telegram's retries and crashes: an update is done exactly when its effects are committed.
+
+The bot talks to the Bot API emulator (the network edge). Where a delivery must be cut at a
+precise point, the test hands the update to the Application the way the webhook path does
+(`update_processor.process_update`) instead of through long polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+import pytest
+from sqlalchemy import text
+from sqlmodel import select
+from telegram import Update
+
+from bot.app import build_application
+from bot.models import ChatState, Pledge, ProcessedUpdate
+from bot.runtime import make_services
+from tests import factories
+from tests.dialog import say
+
+USER = 701
+ANSWER = "Tôi sẽ học tập và làm theo tấm gương đạo đức Hồ Chí Minh."
+_ids = itertools.count(int(time.time()) % 100_000 * 1000)
+
+
+@pytest.fixture
+async def lan(svc, emulator, union):
+    async with svc.db.session() as session:
+        member = await factories.make_member(
+            session, svc, union.school, "Nguyễn Thị Lan", "+84912111222"
+        )
+        await factories.link(session, svc, member, USER)
+    return emulator.user(USER, first_name="Lan", started=True)
+
+
+def text_update(app, body: str, update_id: int | None = None) -> Update:
+    payload = {
+        "update_id": update_id if update_id is not None else next(_ids),
+        "message": {
+            "message_id": next(_ids),
+            "date": int(time.time()),
+            "chat": {"id": USER, "type": "private", "first_name": "Lan"},
+            "from": {"id": USER, "is_bot": False, "first_name": "Lan"},
+            "text": body,
+        },
+    }
+    if body.startswith("/"):
+        payload["message"]["entities"] = [
+            {"type": "bot_command", "offset": 0, "length": len(body.split()[0])}
+        ]
+    return Update.de_json(payload, app.bot)
+
+
+async def deliver(app, update: Update) -> None:
+    """What the webhook endpoint does with a request's update."""
+    await app.update_processor.process_update(update, app.process_update(update))
+
+
+@pytest.fixture
+async def app(svc, emulator):
+    """The real Application, initialised against the emulator but not polling."""
+    svc.owns_db = False
+    application = build_application(svc)
+    await application.initialize()
+    await application.start()
+    yield application
+    await application.stop()
+    await application.shutdown()
+
+
+async def draft_and_step(svc) -> tuple[dict, int | None]:
+    async with svc.db.reader() as session:
+        [pledge] = (await session.exec(select(Pledge))).all()
+        state = (await session.exec(select(ChatState))).first()
+    return pledge.draft, state.step if state else None
+
+
+async def done(svc, update_id: int) -> int:
+    async with svc.db.reader() as session:
+        rows = (await session.exec(select(ProcessedUpdate))).all()
+    return len([r for r in rows if r.update_id == update_id])
+
+
+async def test_a_duplicate_delivery_has_one_effect_and_one_reply(svc, bot, lan, emulator):
+    await say(svc, lan, "/pledge")
+    update_id = await lan.send(ANSWER)
+    first = await lan.replies_until_idle(idle=0.3)
+    assert len(first) == 2  # "saved", then the next section
+    emulator.redeliver(update_id)
+    assert await lan.replies_until_idle(idle=0.3) == []
+    assert await draft_and_step(svc) == ({"thought": ANSWER}, 1)
+    assert await done(svc, update_id) == 1
+
+
+async def test_a_read_only_update_redelivered_is_answered_once(svc, bot, lan, emulator):
+    update_id = await lan.send("/topic")
+    assert len(await lan.replies_until_idle(idle=0.3)) == 1
+    emulator.redeliver(update_id)
+    assert await lan.replies_until_idle(idle=0.3) == []
+
+
+async def test_killed_after_the_commit_the_redelivery_has_no_second_effect(
+    svc, bot, lan, emulator
+):
+    """The answer is stored, then the process dies before its reply got out."""
+    await say(svc, lan, "/pledge")
+    emulator.fail_chat(USER, status=500, times=2, description="Internal Server Error")
+    update_id = await lan.send(ANSWER)
+    await lan.replies_until_idle(idle=0.5)
+    assert await draft_and_step(svc) == ({"thought": ANSWER}, 1)
+    emulator.redeliver(update_id)
+    assert await lan.replies_until_idle(idle=0.3) == []
+    assert await draft_and_step(svc) == ({"thought": ANSWER}, 1)  # not filed as section two
+
+
+async def _hold_the_chat(svc):
+    """A transaction of another process holding what the handler must write (the SQLite
+    write lock; on PostgreSQL the chat's state row)."""
+    conn = await svc.db.engine.connect()
+    await conn.begin()
+    if not svc.db.sqlite:
+        await conn.execute(text("SELECT identity_id FROM chatstate FOR UPDATE"))
+    return conn
+
+
+async def test_killed_before_the_commit_the_redelivery_is_handled_in_full(svc, lan, app):
+    await deliver(app, text_update(app, "/pledge"))
+    await lan.replies_until_idle(idle=0.2)
+    update = text_update(app, ANSWER)
+    holder = await _hold_the_chat(svc)
+    try:
+        task = asyncio.create_task(deliver(app, update))
+        await asyncio.sleep(0.5)  # the handler is waiting on the database
+        assert not task.done()
+        task.cancel()  # the process dies here
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await holder.rollback()
+        await holder.close()
+    await asyncio.sleep(0.3)
+    assert await done(svc, update.update_id) == 0
+    assert await draft_and_step(svc) == ({}, 0)
+    assert await lan.replies_until_idle(idle=0.2) == []
+
+    await deliver(app, text_update(app, ANSWER, update.update_id))  # Telegram retries
+    replies = await lan.replies_until_idle(idle=0.3)
+    assert len(replies) == 2
+    assert await draft_and_step(svc) == ({"thought": ANSWER}, 1)
+    assert await done(svc, update.update_id) == 1
+
+
+async def test_two_processes_given_the_same_update_at_once_have_one_effect(
+    svc, settings, clock, lan, app
+):
+    await deliver(app, text_update(app, "/pledge"))
+    await lan.replies_until_idle(idle=0.2)
+    other_svc = make_services(settings, clock=clock)  # its own engines, as another process
+    other = build_application(other_svc)
+    await other.initialize()
+    await other.start()
+    try:
+        update_id = next(_ids)
+        await asyncio.gather(
+            deliver(app, text_update(app, ANSWER, update_id)),
+            deliver(other, text_update(other, ANSWER, update_id)),
+        )
+        replies = await lan.replies_until_idle(idle=0.3)
+    finally:
+        await other.stop()
+        await other.shutdown()
+        await other_svc.db.dispose()
+    assert await draft_and_step(svc) == ({"thought": ANSWER}, 1)
+    assert await done(svc, update_id) == 1
+    assert len(replies) == 2  # one delivery's "saved" and next section; no apology
