@@ -92,6 +92,9 @@ from bot import metrics
 if TYPE_CHECKING:
     from bot.ratestore import RateStore
 
+#: The part of the per-bot rate that sends of the bot's own (the outbox) may use.
+BACKGROUND_SHARE = 0.8
+
 __all__ = [
     "BACKGROUND",
     "MESSAGE_ENDPOINTS",
@@ -410,7 +413,7 @@ class LaneRateLimiter(BaseRateLimiter[dict[str, Any]]):
         self,
         per_bot: float = 30.0,
         per_chat: float = 1.0,
-        background_share: float = 0.8,
+        background_share: float = BACKGROUND_SHARE,
         max_retries: int = 3,
         clock: Callable[[], float] = time.monotonic,
         *,

@@ -27,6 +27,7 @@ from telegram.ext import Application
 from bot import metrics
 from bot.context import BOT_DATA_KEY, Services
 from bot.leader import Leadership
+from bot.ratelimit import BACKGROUND_SHARE
 from scheduler.broadcasts import tick as broadcast_tick
 from scheduler.notices import plan_tick
 from scheduler.outbox_worker import OutboxWorker
@@ -124,6 +125,16 @@ class PeriodicJobs:
         return all(self.scheduler.get_job(job_id) is not None for job_id in PERIODIC_JOBS)
 
 
+def claim_batch(per_bot_rate: float) -> int:
+    """Rows one process claims at a time: about two seconds of the background lane.
+
+    With several processes on one outbox, a process that claimed 100 rows at 24/s would
+    keep them from the others for seconds, and a crash would leave them all waiting out
+    the lease; two seconds' worth keeps every process busy and strands little.
+    """
+    return max(10, min(100, round(per_bot_rate * BACKGROUND_SHARE * 2)))
+
+
 async def start_background(
     application: Application, leadership: Leadership | None = None
 ) -> Background:
@@ -133,7 +144,7 @@ async def start_background(
     process that is alone on it leads before this returns, so its first tick runs at once.
     """
     svc: Services = application.bot_data[BOT_DATA_KEY]
-    worker = OutboxWorker(svc, application.bot)
+    worker = OutboxWorker(svc, application.bot, batch=claim_batch(svc.settings.per_bot_rate))
     scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
     scheduler.start()
     if leadership is None:
