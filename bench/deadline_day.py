@@ -179,7 +179,7 @@ async def one_process(args, emu, url: str, workdir: Path, ids: list[int]) -> dic
             f"{loadgen.read_status(bot.pid)}"
         )
     finally:
-        code = await bot.stop()
+        code = await bot.stop(timeout=120 if args.profile_bot else 30)  # cProfile exits slowly
     errors = http_errors(bot.log_path.read_text("utf-8", "replace"))
     log(f"  bot exit code {code}; ERROR records in its log: {dict(errors)}")
     result = report("chuyende (1 process)", stats, wall, complete)
@@ -271,6 +271,12 @@ async def multi_process(args, emu, url: str, workdir: Path, ids: list[int]) -> d
 async def bench(args) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="chuyende-deadline-", dir=args.dir))
     url = f"sqlite+aiosqlite:///{workdir / 'deadline.db'}" if args.db == "sqlite" else args.pg_url
+    if args.processes > 1 and not webhook_available():
+        log(
+            "webhook mode not available in this checkout (`chuyende run --help` has no "
+            "--webhook): the multi-process run needs the webhook branch merged"
+        )
+        return 2
     units = args.units or max(60, args.members // 40)
     log(
         f"deadline-day load: {args.members} members in {units} units, {args.db}, "

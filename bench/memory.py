@@ -265,7 +265,8 @@ async def bench(args) -> int:
     growth = final["VmRSS"] - idle["VmRSS"]
     slope = growth_per_10k([s for s in sampler.samples if s[1] > 0])
     log(
-        f"  load: {stats.updates} updates in {wall:.0f} s ({len(lat) / max(wall, 1e-9):.1f}/s), errors "
+        f"  load: {stats.updates} updates in {wall:.0f} s "
+        f"({len(lat) / max(wall, 1e-9):.1f}/s), errors "
         f"{sum(stats.errors.values())} {dict(stats.errors) or ''}, "
         f"{loadgen.latency_line(lat)}" + ("" if complete else "; STOPPED at --max-seconds")
     )
