@@ -1,6 +1,6 @@
 """`chuyende run` with tracemalloc on, for bench/memory.py --tracemalloc.
 
-    TRACE_DIR=/tmp/x python bench/traced_bot.py
+    TRACE_DIR=$(mktemp -d) python bench/traced_bot.py
 
 Each SIGUSR1 writes a snapshot to TRACE_DIR/snapshot-N.pickle (N = 1, 2, ...) from the
 main thread, between two steps of the event loop; memory.py compares them.
