@@ -10,7 +10,6 @@ from telegram import InputFile, Update
 from telegram.ext import ContextTypes
 
 from bot.context import Services
-from bot.documents import pledge_docx
 from bot.models import ReviewDecision
 from bot.services import pledges, review
 from bot.services.errors import Refusal
@@ -169,6 +168,8 @@ async def _send_document(
     update: Update, context: ContextTypes.DEFAULT_TYPE, t: Turn, pledge_id: int | None
 ) -> None:
     """Build the .docx off the event loop and send it; nobody gets a pledge they may not read."""
+    # Imported here, on first use: matplotlib, openpyxl and python-docx are ~70 MB of an idle bot.
+    from bot.documents import pledge_docx
     clock = t.services.clock
     doc = await review.document(t.session, t.person.member, pledge_id, clock.today(), clock.tz)
     words = pledge_docx.parse_words(t.render("documents/pledge", doc=doc))

@@ -11,7 +11,6 @@ import asyncio
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from bot.documents import chart, members_xlsx, report_docx
 from bot.models import ReportKind, Unit
 from bot.services import exports, reports, summary
 from bot.services.authorization import Action, may, units_for
@@ -151,6 +150,8 @@ async def _send_file(
 
 
 async def _chart(update, context, t: Turn, unit: Unit) -> None:
+    # Imported here, on first use: matplotlib, openpyxl and python-docx are ~70 MB of an idle bot.
+    from bot.documents import chart
     clock = t.services.clock
     view = await summary.for_unit(t.session, unit.id, clock.now(), clock.tz)
     today = clock.today()
@@ -164,6 +165,8 @@ async def _chart(update, context, t: Turn, unit: Unit) -> None:
 
 
 async def _export(update, context, t: Turn, unit: Unit) -> None:
+    # Imported here, on first use: matplotlib, openpyxl and python-docx are ~70 MB of an idle bot.
+    from bot.documents import members_xlsx
     clock = t.services.clock
     today = clock.today()
     caption = _pairs(t, "summary/xlsx", unit=unit, today=today)["caption"]
@@ -182,6 +185,8 @@ async def _year(t: Turn, unit: Unit) -> int:
 
 async def _draft_bytes(t: Turn, unit: Unit, kind: ReportKind) -> tuple[summary.ReportFacts, bytes]:
     """The draft's facts read now, its .docx built in a worker thread."""
+    # Imported here, on first use: matplotlib, openpyxl and python-docx are ~70 MB of an idle bot.
+    from bot.documents import report_docx
     clock = t.services.clock
     facts = await summary.report_facts(t.session, unit, kind, clock.now(), clock.tz)
     text = t.render("report/draft", f=facts)

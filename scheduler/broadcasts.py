@@ -15,7 +15,6 @@ from telegram import Bot, InputFile
 from telegram.error import Forbidden, TelegramError
 
 from bot.context import Services
-from bot.documents import delivery_xlsx
 from bot.services import broadcasts
 from scheduler.outbox_worker import BACKGROUND
 
@@ -41,6 +40,8 @@ def _labels(svc: Services, locale: str) -> dict[str, str]:
 
 async def send_reports(svc: Services, bot: Bot) -> int:
     """One report per settled broadcast to its sender, with the .xlsx of every recipient."""
+    # Imported here, on first use: matplotlib, openpyxl and python-docx are ~70 MB of an idle bot.
+    from bot.documents import delivery_xlsx
     async with svc.db.session() as session:
         reports = await broadcasts.settled(session)
     sent = 0
