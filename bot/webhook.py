@@ -45,6 +45,7 @@ from telegram.ext import Application, ApplicationHandlerStop, ContextTypes
 
 from bot import metrics
 from bot.context import BOT_DATA_KEY, Services
+from bot.services import updates
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,8 @@ async def note_failure(update: object, context: ContextTypes.DEFAULT_TYPE) -> No
     """First error handler: a transient failure of a webhook update stops here, unanswered,
     so the endpoint answers 503 and Telegram delivers the update again; the rest go on to
     guards.on_error as before."""
+    # Whatever happens next, a failed update is not done: its retry must run it again.
+    updates.handler_failed()
     outcome = _current.get()
     if outcome is None:
         return
