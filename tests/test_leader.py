@@ -8,7 +8,6 @@ TEST_DATABASE_URL is set and reachable, and are skipped with the reason otherwis
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import signal
 import sys
@@ -21,6 +20,7 @@ import pytest
 
 from bot.db import asyncpg_dsn
 from bot.leader import FileLock, Leadership, PostgresLock, ProcessLock, lock_for_database
+from tests.services import postgres_url_or_skip
 
 RETRY = 0.3  # followers try this often in these tests (5 s in production)
 CHECK = 0.3
@@ -44,25 +44,11 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
 
 
-async def _postgres_url() -> str:
-    url = os.environ.get("TEST_DATABASE_URL", "")
-    if not url.startswith("postgresql"):
-        print("skipped: TEST_DATABASE_URL does not name a PostgreSQL database")
-        pytest.skip("TEST_DATABASE_URL does not name a PostgreSQL database")
-    try:
-        conn = await asyncpg.connect(asyncpg_dsn(url), timeout=3)
-    except (OSError, asyncpg.PostgresError) as error:
-        print(f"skipped: PostgreSQL unreachable ({type(error).__name__})")
-        pytest.skip(f"PostgreSQL unreachable ({type(error).__name__})")
-    await conn.close()
-    return url
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def lock_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
-    return await _postgres_url()
+    return await postgres_url_or_skip()
 
 
 @pytest.fixture
@@ -168,7 +154,7 @@ async def test_a_follower_does_not_take_over_from_a_live_process(lock_url, key, 
 
 
 async def test_a_leader_cut_off_from_postgresql_steps_down_and_another_leads(key, contenders):
-    url = await _postgres_url()
+    url = await postgres_url_or_skip()
     first, second = _contender(contenders, url, key), _contender(contenders, url, key)
     deposed: list[str] = []
 

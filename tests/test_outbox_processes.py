@@ -11,22 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
-import pytest
 from sqlalchemy import text
 from sqlmodel import select
 
 from bot.channels.emulator import BotApiEmulator
-from bot.db import Database, asyncpg_dsn
+from bot.db import Database
 from bot.models import OutboxMessage, OutboxStatus
 from bot.services import outbox
 from tests.conftest import TOKEN
+from tests.services import postgres_url_or_skip
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = 300
@@ -63,23 +61,9 @@ asyncio.run(main(*sys.argv[1:]))
 """
 
 
-async def _postgres_url() -> str:
-    url = os.environ.get("TEST_DATABASE_URL", "")
-    if not url.startswith("postgresql"):
-        print("skipped: TEST_DATABASE_URL does not name a PostgreSQL database")
-        pytest.skip("TEST_DATABASE_URL does not name a PostgreSQL database")
-    try:
-        conn = await asyncpg.connect(asyncpg_dsn(url), timeout=3)
-    except (OSError, asyncpg.PostgresError) as error:
-        print(f"skipped: PostgreSQL unreachable ({type(error).__name__})")
-        pytest.skip(f"PostgreSQL unreachable ({type(error).__name__})")
-    await conn.close()
-    return url
-
-
 async def test_claims_on_postgresql_skip_rows_another_transaction_holds():
     """The claim really is `FOR UPDATE SKIP LOCKED`: a row locked elsewhere is passed over."""
-    url = await _postgres_url()
+    url = await postgres_url_or_skip()
     db = Database(url)
     await db.drop_all()
     await db.create_all()
@@ -113,7 +97,7 @@ async def test_claims_on_postgresql_skip_rows_another_transaction_holds():
 
 
 async def test_three_worker_processes_send_each_outbox_row_exactly_once():
-    url = await _postgres_url()
+    url = await postgres_url_or_skip()
     emu = BotApiEmulator(token=TOKEN)
     await emu.start()
     db = Database(url)

@@ -20,16 +20,15 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
-import asyncpg
 import pytest
 from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
 
 from bot.channels.emulator import BotApiEmulator
-from bot.db import asyncpg_dsn
 from bot.ratelimit import BACKGROUND, LaneRateLimiter
 from bot.ratestore import PostgresRateStore, RateStore, RedisRateStore, limiter_for, store_for
 from bot.settings import Settings
+from tests.services import postgres_url_or_skip
 
 TOKEN = "123456:TEST"
 BG: dict[str, Any] = {"lane": BACKGROUND}
@@ -74,20 +73,6 @@ async def _redis_url() -> str:
     return url
 
 
-async def _postgres_url() -> str:
-    url = os.environ.get("TEST_DATABASE_URL", "")
-    if not url.startswith("postgresql"):
-        print("skipped: TEST_DATABASE_URL does not name a PostgreSQL database")
-        pytest.skip("TEST_DATABASE_URL does not name a PostgreSQL database")
-    try:
-        conn = await asyncpg.connect(asyncpg_dsn(url), timeout=3)
-    except (OSError, asyncpg.PostgresError) as error:
-        print(f"skipped: PostgreSQL unreachable ({type(error).__name__})")
-        pytest.skip(f"PostgreSQL unreachable ({type(error).__name__})")
-    await conn.close()
-    return url
-
-
 @pytest.fixture(params=["redis", "postgres"])
 async def make_store(request: pytest.FixtureRequest) -> Callable[[], RateStore]:
     """A factory of store clients sharing buckets that belong to this test alone."""
@@ -95,7 +80,7 @@ async def make_store(request: pytest.FixtureRequest) -> Callable[[], RateStore]:
     if request.param == "redis":
         url = await _redis_url()
         return lambda: RedisRateStore(url, prefix=prefix)
-    url = await _postgres_url()
+    url = await postgres_url_or_skip()
     return lambda: PostgresRateStore(url, prefix=prefix)
 
 
