@@ -21,6 +21,7 @@ from telegram.ext import (
 )
 from telegram.request import BaseRequest
 
+from bot import heap
 from bot.context import BOT_DATA_KEY, Services
 from bot.ratestore import limiter_for
 from bot.update_processor import PerChatUpdateProcessor
@@ -142,10 +143,17 @@ async def _post_init(application: Application) -> None:
     await application.bot.set_my_commands(menu_commands(svc, svc.settings.locale))
     other = "en" if svc.settings.locale == "vi" else "vi"
     await application.bot.set_my_commands(menu_commands(svc, other), language_code=other)
+    if not svc.db.sqlite:  # other processes write too: hear of it, or the cache stays off
+        from bot.cachebus import CacheBus
+        from handlers.common import read_cache
+
+        bus = svc.extras["cache_bus"] = CacheBus(svc.db.url, read_cache(svc))
+        await bus.start()
     if svc.settings.background:
         from scheduler.setup import start_background
 
         await start_background(application)
+    heap.settle()
 
 
 async def _post_shutdown(application: Application) -> None:
@@ -153,6 +161,9 @@ async def _post_shutdown(application: Application) -> None:
 
     await stop_background(application)
     svc: Services = application.bot_data[BOT_DATA_KEY]
+    bus = svc.extras.pop("cache_bus", None)
+    if bus is not None:
+        await bus.stop()  # type: ignore[attr-defined]
     marks = svc.extras.get("done_marks")
     if marks is not None:  # the read-only updates' done marks still waiting for company
         await marks.close()  # type: ignore[attr-defined]

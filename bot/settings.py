@@ -85,6 +85,16 @@ class Settings(BaseSettings):
         default=3, ge=1, validation_alias=AliasChoices("CHUYENDE_PROCESSES", "processes")
     )
 
+    # How long a read-only turn (/topic, a lesson) may use a person or campaign kept in memory
+    # (bot/readcache.py). Commits in any process invalidate at once on PostgreSQL; this bounds
+    # what a process cannot hear of (the CLI on the same SQLite file). 0 turns the cache off.
+    read_cache_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        validation_alias=AliasChoices("CHUYENDE_READ_CACHE_SECONDS", "read_cache_seconds"),
+    )
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:

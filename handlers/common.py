@@ -15,6 +15,7 @@ from telegram.error import BadRequest
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from bot.context import BOT_DATA_KEY, Services
+from bot.readcache import ReadCache
 from bot.services import updates
 from bot.services.campaigns import ContentCache
 from bot.services.people import Person, known_person, load_person, person_and_done
@@ -39,6 +40,16 @@ def content_cache(svc: Services) -> ContentCache:
     return cache  # type: ignore[return-value]
 
 
+def read_cache(svc: Services) -> ReadCache:
+    """Persons and campaign heads for read-only turns (bot.readcache), one per Services."""
+    cache = svc.extras.get("read_cache")
+    if cache is None:
+        cache = svc.extras["read_cache"] = ReadCache(
+            ttl=svc.settings.read_cache_seconds, needs_listener=not svc.db.sqlite
+        )
+    return cache  # type: ignore[return-value]
+
+
 def done_marks(svc: Services) -> updates.DoneMarks:
     """The group-committed done marks of read-only updates, one set per Services."""
     marks = svc.extras.get("done_marks")
@@ -55,6 +66,8 @@ class Turn:
     person: Person
     locale: str
     services: Services
+    # Set in read-only turns only: what they may read from memory (bot.readcache).
+    read_cache: ReadCache | None = None
 
     def render(self, name: str, **ctx: Any) -> str:
         return self.services.renderer.text(name, self.locale, **ctx)
@@ -78,10 +91,21 @@ async def turn(
     assert user is not None and chat is not None
     mark = updates.current()
     if reads_only:
+        cache = read_cache(svc)
+        key = (CHANNEL, str(user.id))
+        person = cache.person(key)
+        # A cached person has no database check of the update: the guard dropped a
+        # redelivery this process handled (DoneMarks), and one handled elsewhere is at worst
+        # a lesson shown twice.
+        generation = cache.generation()
         async with svc.db.reader() as session:
-            person = await _person_unless_done(session, str(user.id), mark)
+            if person is None:
+                person = await _person_unless_done(session, str(user.id), mark)
+                member = person.member if person is not None else None
+                if member is not None and person.identity.blocked_at is None:
+                    cache.put_person(key, member.id, person, generation)
             if person is not None and person.identity.blocked_at is None:
-                async with _turn(svc, session, person) as t:
+                async with _turn(svc, session, person, cache) as t:
                     yield t
                 return
     async with svc.db.session() as session:
@@ -116,11 +140,15 @@ async def _person_unless_done(
 
 
 @asynccontextmanager
-async def _turn(svc: Services, session: AsyncSession, person: Person) -> AsyncIterator[Turn]:
+async def _turn(
+    svc: Services, session: AsyncSession, person: Person, cache: ReadCache | None = None
+) -> AsyncIterator[Turn]:
     token = _session.set(session)
     try:
         locale = person.identity.locale or svc.settings.locale
-        yield Turn(session=session, person=person, locale=locale, services=svc)
+        yield Turn(
+            session=session, person=person, locale=locale, services=svc, read_cache=cache
+        )
     finally:
         _session.reset(token)
 

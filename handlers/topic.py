@@ -18,7 +18,11 @@ async def campaign_or_explain(update: Update, context: ContextTypes.DEFAULT_TYPE
         return None
     assert t.person.unit is not None
     in_force = await campaigns.in_force_for_unit(
-        t.session, t.person.unit, t.services.clock.today(), cache=content_cache(t.services)
+        t.session,
+        t.person.unit,
+        t.services.clock.today(),
+        cache=content_cache(t.services),
+        heads_cache=t.read_cache,
     )
     if in_force is None:
         await answer_query(update)

@@ -16,6 +16,7 @@ from bot.services.units import ancestor_ids
 
 if TYPE_CHECKING:
     from bot.catalog import Catalog
+    from bot.readcache import ReadCache
 
 
 @dataclass(frozen=True)
@@ -192,23 +193,35 @@ class ContentCache:
 
 
 async def in_force_for_unit(
-    session: AsyncSession, unit: Unit, today: date, *, cache: ContentCache | None = None
+    session: AsyncSession,
+    unit: Unit,
+    today: date,
+    *,
+    cache: ContentCache | None = None,
+    heads_cache: ReadCache | None = None,
 ) -> CampaignInForce | None:
     """The campaign reaching `unit`: the latest year not after today, set nearest the unit.
 
     A lower unit's own campaign overrides its parent's for the same year; a newer year set
-    higher up still wins over last year's set lower down.
+    higher up still wins over last year's set lower down. `heads_cache` (read-only turns
+    only) also spares the query of which campaigns reach the unit (bot.readcache).
     """
     chain = ancestor_ids(unit)
     depth_rank = {unit_id: rank for rank, unit_id in enumerate(chain)}
     if cache is not None:
-        heads = (
-            await session.exec(
-                select(Campaign.id, Campaign.unit_id, Campaign.year, Campaign.applied_at).where(
-                    col(Campaign.unit_id).in_(chain), Campaign.year <= today.year
+        heads_key = (tuple(chain), today.year)
+        heads = heads_cache.campaign(heads_key) if heads_cache is not None else None
+        if heads is None:
+            generation = heads_cache.generation() if heads_cache is not None else 0
+            heads = (
+                await session.exec(
+                    select(
+                        Campaign.id, Campaign.unit_id, Campaign.year, Campaign.applied_at
+                    ).where(col(Campaign.unit_id).in_(chain), Campaign.year <= today.year)
                 )
-            )
-        ).all()
+            ).all()
+            if heads_cache is not None:
+                heads_cache.put_campaign(heads_key, heads, generation)
         if not heads:
             return None
         campaign_id, _, _, applied_at = min(heads, key=lambda h: (-h[2], depth_rank[h[1]]))

@@ -20,6 +20,7 @@ from sqlalchemy import bindparam, func, insert, text, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot import readcache
 from bot.models import Member, MemberEvent, MemberEventKind, Unit, UnitLevel
 from bot.rosterfile import ParsedRoster, RosterRow, RowProblem, UnitRef
 from bot.services import tallies
@@ -155,6 +156,8 @@ async def apply(
     if not planned.ok:
         raise ValueError("a plan with bad rows is never applied")
     await _create_units(session, planned.new_units)
+    # Core statements below pass the ORM's hooks: forget cached persons at the commit.
+    readcache.people_changed(session.sync_session)
     conn = await session.connection()
     touched: set[int] = set()
     table = Member.__table__

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -44,6 +45,8 @@ logger = logging.getLogger(__name__)
 # Read-only marks wait this long for company before one transaction writes them all (on
 # SQLite each such transaction queues with the handlers' writes for the one write lock).
 GROUP_COMMIT_DELAY_S = 0.2
+# Written marks remembered in memory (a few MB): Telegram redelivers within seconds to hours.
+RECENT_MARKS = 50_000
 
 
 class UpdateAlreadyHandled(Exception):
@@ -84,6 +87,9 @@ class DoneMarks:
 
     db: Database
     _pending: dict[tuple[str, int], datetime] = field(default_factory=dict)
+    # The last marks written, so a redelivery to this process is dropped without a query
+    # (read-only turns served from memory ask the database nothing).
+    _recent: OrderedDict[tuple[str, int], None] = field(default_factory=OrderedDict)
     _flushing: dict[tuple[str, int], datetime] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -95,7 +101,7 @@ class DoneMarks:
 
     def holds(self, channel: str, update_id: int) -> bool:
         key = (channel, update_id)
-        return key in self._pending or key in self._flushing
+        return key in self._pending or key in self._flushing or key in self._recent
 
     async def _flush_soon(self) -> None:
         await asyncio.sleep(GROUP_COMMIT_DELAY_S)
@@ -121,6 +127,10 @@ class DoneMarks:
                     )
             except Exception:  # a lost read-only mark only risks answering a retry twice
                 logger.warning("could not record %d handled updates", len(rows), exc_info=True)
+            else:
+                self._recent.update(dict.fromkeys(self._flushing))
+                while len(self._recent) > RECENT_MARKS:
+                    self._recent.popitem(last=False)
             finally:
                 self._flushing = {}
 
