@@ -30,7 +30,8 @@ The data: the Bình Thuận 2024 campaign applied at the province (tests/factori
 and correct tallies, of whom ``--users`` are the ones writing. SQLite is a file in the
 system temp directory; PostgreSQL is the database ``--pg-db`` (default
 ``bench_perf_throughput``), dropped and created again on the server of ``--pg-url``.
-``--profile FILE`` writes cProfile stats of the topic and wizard runs.
+``--profile FILE`` writes cProfile stats of the topic and wizard runs to
+``FILE.<backend>.topic`` and ``FILE.<backend>.wizard``.
 """
 
 from __future__ import annotations
@@ -375,7 +376,7 @@ async def bench_backend(backend: str, args) -> dict[str, list[float]]:
     # The same number of updates in flight as the project's processor allows.
     concurrency = project.update_processor.max_concurrent_updates
     echo = await started(echo_application(echo_request, concurrency))
-    profile = cProfile.Profile() if args.profile else None
+    profiles = {mix: cProfile.Profile() for mix in ("topic", "wizard")} if args.profile else {}
     figures: dict[str, list[float]] = {"echo": [], "topic": [], "wizard": [],
                                        "topic_statements": [], "wizard_statements": []}
     trips = RoundTrips(db)
@@ -392,7 +393,7 @@ async def bench_backend(backend: str, args) -> dict[str, list[float]]:
                 ("wizard", project, request, wizard_user),
             ):
                 rate, count, statements = await run_mix(
-                    app, req, user, uids, args.rounds, profile if mix != "echo" else None,
+                    app, req, user, uids, args.rounds, profiles.get(mix),
                     trips if mix != "echo" else None,
                 )
                 figures[mix].append(rate)
@@ -404,10 +405,10 @@ async def bench_backend(backend: str, args) -> dict[str, list[float]]:
         await stopped(project)
         await stopped(echo)
         await db.dispose()
-    if profile is not None:
-        out = f"{args.profile}.{backend}"
+    for mix, profile in profiles.items():
+        out = f"{args.profile}.{backend}.{mix}"
         profile.dump_stats(out)
-        print(f"[{backend}] profile written to {out}")
+        print(f"[{backend}] {mix} profile written to {out}")
     return figures
 
 
