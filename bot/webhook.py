@@ -46,6 +46,7 @@ from telegram.ext import Application, ApplicationHandlerStop, ContextTypes
 from bot import metrics
 from bot.context import BOT_DATA_KEY, Services
 from bot.services import updates
+from bot.tcp import bind_tcp
 
 logger = logging.getLogger(__name__)
 
@@ -301,13 +302,7 @@ class WebhookServer:
         """Take the port now (OSError if it is taken), before anything else has started."""
         if self._socket is not None:
             return
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
-        except OSError:
-            sock.close()
-            raise
+        sock = bind_tcp(self.host, self.port)
         self.port = sock.getsockname()[1]
         self._socket = sock
 
