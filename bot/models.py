@@ -271,7 +271,11 @@ class ProcessedUpdate(SQLModel, table=True):
     update_id: int = Field(
         sa_type=BigInteger, primary_key=True, sa_column_kwargs={"autoincrement": False}
     )
-    processed_at: datetime | None = _utc_column()
+    # Indexed so pruning finds the old rows in bounded steps (bot.services.updates.prune);
+    # ids come in time order, so each insert only appends at the index's end.
+    processed_at: datetime | None = Field(
+        default=None, sa_type=DateTime(timezone=True), index=True
+    )
 
 
 class OutboxStatus(StrEnum):

@@ -12,6 +12,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TELEGRAM_API = "https://api.telegram.org"
 LOCALES = ("vi", "en")
+# Telegram stops redelivering an update after about this long.
+TELEGRAM_REDELIVERY_HOURS = 24
 
 
 class Settings(BaseSettings):
@@ -95,6 +97,16 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("CHUYENDE_READ_CACHE_SECONDS", "read_cache_seconds"),
     )
 
+    # How long an update's id is kept to recognise Telegram's redelivery of it (the leader
+    # deletes older ids every hour). Telegram gives up on an update after about 24 hours, so
+    # a window at or under that would let a late retry run a second time.
+    dedupe_retention_hours: int = Field(
+        default=48,
+        validation_alias=AliasChoices(
+            "CHUYENDE_DEDUPE_RETENTION_HOURS", "dedupe_retention_hours"
+        ),
+    )
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -106,6 +118,17 @@ class Settings(BaseSettings):
     def _known_locale(cls, value: str) -> str:
         if value not in LOCALES:
             raise ValueError(f"CHUYENDE_LOCALE must be one of {', '.join(LOCALES)}")
+        return value
+
+    @field_validator("dedupe_retention_hours")
+    @classmethod
+    def _outlasts_telegram_retries(cls, value: int) -> int:
+        if value <= TELEGRAM_REDELIVERY_HOURS:
+            raise ValueError(
+                f"CHUYENDE_DEDUPE_RETENTION_HOURS must be more than {TELEGRAM_REDELIVERY_HOURS}:"
+                f" Telegram redelivers an update for up to {TELEGRAM_REDELIVERY_HOURS} hours,"
+                " and a retry that comes after its id was deleted would run a second time"
+            )
         return value
 
     @field_validator("telegram_api_base_url")

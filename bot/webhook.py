@@ -46,6 +46,7 @@ from telegram.ext import Application, ApplicationHandlerStop, ContextTypes
 from bot import metrics
 from bot.context import BOT_DATA_KEY, Services
 from bot.services import updates
+from bot.tcp import bind_tcp
 
 logger = logging.getLogger(__name__)
 
@@ -271,19 +272,23 @@ class _Server(uvicorn.Server):
 
 
 class WebhookServer:
-    """The webhook app served by uvicorn in the running loop, on `host:port` (0 = a free one)."""
+    """The webhook app served by uvicorn in the running loop, on `host:port` (0 = a free one).
+
+    `webhook_url` is the public https URL Telegram is given; the endpoint is at its path.
+    """
 
     def __init__(
         self,
         application: Application,
-        path: str,
+        webhook_url: str,
         host: str = "127.0.0.1",
         port: int = 0,
         *,
         signals: bool = False,
         graceful_seconds: float = 30.0,
     ) -> None:
-        self.webhook = WebhookApp(application, path)
+        self.webhook_url = webhook_url
+        self.webhook = WebhookApp(application, urlsplit(webhook_url).path or "/")
         self.host = host
         self.port = port
         self.signals = signals
@@ -301,13 +306,7 @@ class WebhookServer:
         """Take the port now (OSError if it is taken), before anything else has started."""
         if self._socket is not None:
             return
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
-        except OSError:
-            sock.close()
-            raise
+        sock = bind_tcp(self.host, self.port)
         self.port = sock.getsockname()[1]
         self._socket = sock
 
@@ -356,25 +355,11 @@ class WebhookServer:
 
 
 @contextlib.asynccontextmanager
-async def webhook_running(
-    application: Application,
-    url: str,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    *,
-    signals: bool = False,
-    graceful_seconds: float = 30.0,
-) -> AsyncIterator[WebhookServer]:
-    """The Application's whole lifecycle around a webhook server, like bot.app.polling."""
+async def webhook_running(server: WebhookServer) -> AsyncIterator[WebhookServer]:
+    """The whole lifecycle of the server's Application around it, like bot.app.polling."""
+    application = server.webhook.application
+    url = server.webhook_url
     install_error_hook(application)
-    server = WebhookServer(
-        application,
-        urlsplit(url).path or "/",
-        host,
-        port,
-        signals=signals,
-        graceful_seconds=graceful_seconds,
-    )
     server.bind()  # a taken port fails here, before the Application or its jobs start
     try:
         await application.initialize()
@@ -414,6 +399,7 @@ async def _register_when_leading(application: Application, url: str) -> None:
 
 async def serve_webhook(application: Application, url: str, host: str, port: int) -> None:
     """`chuyende run --webhook`: serve until SIGTERM/SIGINT, then drain and stop."""
-    async with webhook_running(application, url, host, port, signals=True) as server:
+    server = WebhookServer(application, url, host, port, signals=True)
+    async with webhook_running(server):
         await server.wait()
     logger.info("webhook server stopped")

@@ -6,7 +6,8 @@ and ignore CHUYENDE_NOW.
 
 Several processes may share one database. The outbox worker runs in every one of them (rows
 are claimed under a lease, `FOR UPDATE SKIP LOCKED` on PostgreSQL, so each is sent once).
-The periodic jobs (planning tick, broadcast tick, daily ANALYZE) run only in the process
+The periodic jobs (planning tick, broadcast tick, daily ANALYZE, hourly pruning of old update
+ids) run only in the process
 that holds the leadership lock (bot/leader.py): becoming leader adds them with an immediate
 first run, stepping down removes them and cancels a run in progress. Others hook into the
 same moments through `Background.leadership` (see `leadership()`), e.g.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -28,6 +29,7 @@ from bot import metrics
 from bot.context import BOT_DATA_KEY, Services
 from bot.leader import Leadership
 from bot.ratelimit import BACKGROUND_SHARE
+from bot.services import updates
 from scheduler.broadcasts import tick as broadcast_tick
 from scheduler.notices import plan_tick
 from scheduler.outbox_worker import OutboxWorker
@@ -35,7 +37,8 @@ from scheduler.outbox_worker import OutboxWorker
 logger = logging.getLogger(__name__)
 TICK_SECONDS = 60
 RUNTIME_KEY = "background"
-PERIODIC_JOBS = ("plan", "analyze")
+PRUNE_HOURS = 1
+PERIODIC_JOBS = ("plan", "analyze", "prune_updates")
 
 
 @dataclass
@@ -66,6 +69,18 @@ async def _analyze(svc: Services) -> None:
         await svc.db.analyze()
     except Exception:
         logger.exception("ANALYZE failed")
+
+
+async def _prune_updates(svc: Services) -> None:
+    """Forget update ids older than the retention: Telegram will not deliver them again."""
+    retention = timedelta(hours=svc.settings.dedupe_retention_hours)
+    try:
+        deleted = await updates.prune(svc.db, svc.clock.now(), retention)
+    except Exception:
+        logger.exception("pruning handled update ids failed")
+        return
+    if deleted:
+        logger.info("pruned %d handled update ids older than %s", deleted, retention)
 
 
 class PeriodicJobs:
@@ -105,6 +120,16 @@ class PeriodicJobs:
             IntervalTrigger(hours=24),
             args=(_analyze, self.svc),
             id="analyze",
+            next_run_time=now,
+            max_instances=1,
+            coalesce=True,
+            replace_existing=True,
+        )
+        self.scheduler.add_job(
+            self._guarded,
+            IntervalTrigger(hours=PRUNE_HOURS),
+            args=(_prune_updates, self.svc),
+            id="prune_updates",
             next_run_time=now,
             max_instances=1,
             coalesce=True,

@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -228,6 +229,7 @@ async def test_periodic_jobs_run_only_on_the_leader_and_move_with_it(svc, bot, k
     try:
         assert leadership(application) is mine
         assert not background.periodic.active
+        assert background.scheduler.get_job("prune_updates") is None  # a follower keeps ids
         assert not background.worker_task.done()  # delivering anyway
 
         await other.stop()
@@ -237,9 +239,44 @@ async def test_periodic_jobs_run_only_on_the_leader_and_move_with_it(svc, bot, k
         await asyncio.sleep(0.2)  # the immediate first tick has run: next one a minute on
         assert plan.next_run_time.timestamp() > time.time() + 50
 
+        assert background.scheduler.get_job("prune_updates") is not None
+
         await mine.stop()  # stepping down takes the jobs away
         assert not background.periodic.active
         assert background.scheduler.get_job("analyze") is None
+        assert background.scheduler.get_job("prune_updates") is None
     finally:
         await stop_background(application)
     assert leadership(application) is None
+
+
+async def test_the_leader_forgets_update_ids_older_than_the_retention(svc, bot, key):
+    """On election the pruning runs at once: ids past the retention go, newer ones stay."""
+    from bot.models import ProcessedUpdate
+    from scheduler.setup import start_background, stop_background
+
+    now = svc.clock.now()
+    async with svc.db.engine.begin() as conn:
+        await conn.execute(
+            ProcessedUpdate.__table__.insert(),
+            [
+                {"update_id": 1, "processed_at": now - timedelta(hours=49)},
+                {"update_id": 2, "processed_at": now - timedelta(hours=47)},
+            ],
+        )
+
+    async def kept() -> list[int]:
+        async with svc.db.engine.connect() as conn:
+            rows = await conn.execute(ProcessedUpdate.__table__.select())
+            return sorted(row.update_id for row in rows)
+
+    mine = Leadership(lock_for_database(svc.settings.database_url, key=key))
+    background = await start_background(bot.application, leadership=mine)
+    try:
+        assert background.periodic.active
+        deadline = time.monotonic() + 5
+        while await kept() != [2] and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert await kept() == [2]
+    finally:
+        await stop_background(bot.application)

@@ -10,15 +10,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import text
+from pydantic import ValidationError
+from sqlalchemy import event, text
 from sqlmodel import select
 from telegram import Update
 
 from bot.app import build_application
 from bot.models import ChatState, Pledge, ProcessedUpdate
 from bot.runtime import make_services
+from bot.services import updates
+from bot.settings import Settings
 from tests import factories
 from tests.dialog import say
 
@@ -177,3 +181,73 @@ async def test_two_processes_given_the_same_update_at_once_have_one_effect(
     assert await draft_and_step(svc) == ({"thought": ANSWER}, 1)
     assert await done(svc, update_id) == 1
     assert len(replies) == 2  # one delivery's "saved" and next section; no apology
+
+
+async def _until_done(svc, update_id: int) -> None:
+    """A read-only update's mark is group-committed a moment after its reply."""
+    for _ in range(50):
+        if await done(svc, update_id):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"update {update_id} never marked done")
+
+
+async def test_pruning_forgets_old_updates_and_a_recent_retry_is_still_dropped(
+    svc, bot, lan, emulator, clock
+):
+    retention = timedelta(hours=svc.settings.dedupe_retention_hours)
+    assert retention == timedelta(hours=48)
+    old_id = await lan.send("/topic")
+    assert len(await lan.replies_until_idle(idle=0.3)) == 1
+    await _until_done(svc, old_id)
+    clock.advance(timedelta(hours=30))
+    await say(svc, lan, "/pledge")
+    recent_id = await lan.send(ANSWER)
+    assert len(await lan.replies_until_idle(idle=0.3)) == 2
+    clock.advance(timedelta(hours=20))  # the first update is 50 hours old, the answer 20
+
+    assert await updates.prune(svc.db, clock.now(), retention) == 1
+    assert await done(svc, old_id) == 0
+    assert await done(svc, recent_id) == 1
+    emulator.redeliver(recent_id)  # a late retry within the retention has no second effect
+    assert await lan.replies_until_idle(idle=0.3) == []
+    assert await draft_and_step(svc) == ({"thought": ANSWER}, 1)
+    assert await updates.prune(svc.db, clock.now(), retention) == 0  # nothing left to prune
+
+
+async def test_pruning_goes_in_batches_and_keeps_ids_without_a_time(svc, clock):
+    now = clock.now()
+    rows = [
+        {"update_id": n, "processed_at": now - timedelta(hours=49, minutes=n)}
+        for n in range(25)
+    ]
+    rows += [
+        {"update_id": 100, "processed_at": now - timedelta(hours=47)},
+        {"update_id": 101, "processed_at": now},
+        {"update_id": 102, "processed_at": None},  # age unknown: kept
+    ]
+    async with svc.db.engine.begin() as conn:
+        await conn.execute(ProcessedUpdate.__table__.insert(), rows)
+    batches: list[int] = []
+
+    def count_batches(conn, *_args) -> None:
+        batches.append(1)
+
+    event.listen(svc.db.engine.sync_engine, "commit", count_batches)
+    try:
+        assert await updates.prune(svc.db, now, timedelta(hours=48), batch=10) == 25
+    finally:
+        event.remove(svc.db.engine.sync_engine, "commit", count_batches)
+    assert len(batches) == 3  # 10, 10, then 5: each its own short transaction
+    async with svc.db.reader() as session:
+        kept = sorted(row.update_id for row in (await session.exec(select(ProcessedUpdate))).all())
+    assert kept == [100, 101, 102]
+
+
+@pytest.mark.parametrize("hours", ["24", "12", "0", "-5"])
+def test_a_retention_telegram_could_outlast_is_refused(hours):
+    with pytest.raises(ValidationError, match="must be more than 24") as refused:
+        Settings(CHUYENDE_DEDUPE_RETENTION_HOURS=hours, _env_file=None)
+    assert "CHUYENDE_DEDUPE_RETENTION_HOURS" in str(refused.value)
+    accepted = Settings(CHUYENDE_DEDUPE_RETENTION_HOURS="25", _env_file=None)
+    assert accepted.dedupe_retention_hours == 25

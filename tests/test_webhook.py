@@ -24,7 +24,7 @@ from bot.db import Database
 from bot.models import Pledge, PledgeStatus, ProcessedUpdate
 from bot.runtime import make_services
 from bot.settings import Settings
-from bot.webhook import SECRET_HEADER, webhook_running
+from bot.webhook import SECRET_HEADER, WebhookServer, webhook_running
 from scheduler.notices import plan_tick
 from tests import factories
 from tests.conftest import TOKEN
@@ -56,7 +56,7 @@ def settings(emulator, database_url: str) -> Settings:
 async def hook(svc, emulator):
     """The real Application served by webhook on a free port; the emulator delivers to it."""
     svc.owns_db = False
-    async with webhook_running(build_application(svc), URL) as server:
+    async with webhook_running(WebhookServer(build_application(svc), URL)) as server:
         emulator.route_webhook([server.url], retry_delay=0.05)
         yield server
 
@@ -298,7 +298,7 @@ async def dead_db_hook(emulator, database_url, tmp_path, clock):
     url = _dead_database(database_url, tmp_path)
     database = Database(url)
     svc = make_services(_settings(emulator, url), clock=clock, db=database)
-    async with webhook_running(build_application(svc), URL) as server:
+    async with webhook_running(WebhookServer(build_application(svc), URL)) as server:
         emulator.route_webhook([server.url], retry_delay=0.1)
         yield svc, server, url
     await database.dispose()

@@ -55,7 +55,6 @@ import mimetypes
 import random
 import re
 import secrets
-import socket
 import struct
 import time
 import urllib.parse
@@ -71,6 +70,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from bot.tcp import bind_tcp
 
 __all__ = [
     "MESSAGE_TEXT_LIMIT",
@@ -1293,15 +1294,7 @@ class BotApiEmulator:
             return self
         self._changed = asyncio.Event()
         self._closing = False
-        # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on sockets that say they are
-        # TCP, and without it every response waits ~40 ms for a delayed ACK (Nagle).
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
-        except OSError:
-            sock.close()
-            raise
+        sock = bind_tcp(self.host, self.port)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.app,

@@ -16,6 +16,9 @@ id is recorded in `ProcessedUpdate`, and the rule is "effects committed ⇔ upda
   `DoneMarks`, which group-commits them: losing one in a crash only risks answering a
   read-only request twice.
 
+The marks only have to outlive Telegram's retries (about 24 hours): `prune` deletes older
+ones, a batch at a time.
+
 Nothing here knows about Telegram objects; the update processor and the guard call it.
 """
 
@@ -28,10 +31,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlmodel
-from sqlalchemy import event, exists, select
+from sqlalchemy import delete, event, exists, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -47,6 +50,9 @@ logger = logging.getLogger(__name__)
 GROUP_COMMIT_DELAY_S = 0.2
 # Written marks remembered in memory (a few MB): Telegram redelivers within seconds to hours.
 RECENT_MARKS = 50_000
+# Marks deleted per transaction by `prune`: each holds the write lock (on SQLite, the one
+# lock every handler queues for) only briefly, however many marks have piled up.
+PRUNE_BATCH = 10_000
 
 
 class UpdateAlreadyHandled(Exception):
@@ -166,6 +172,33 @@ async def seen_in(session, channel: str, update_id: int) -> bool:
         )
     )
     return bool(found.one())  # sqlmodel's select of one column: a scalar, not a row
+
+
+async def prune(
+    db: Database, now: datetime, retention: timedelta, *, batch: int = PRUNE_BATCH
+) -> int:
+    """Delete the marks of updates handled more than `retention` before `now`; how many.
+
+    A mark without a time (none is written so) is kept: its age is unknown.
+    """
+    cutoff = now - retention
+    oldest = (
+        select(ProcessedUpdate.channel, ProcessedUpdate.update_id)
+        .where(ProcessedUpdate.processed_at < cutoff)
+        .limit(batch)
+    )
+    statement = delete(ProcessedUpdate).where(
+        tuple_(ProcessedUpdate.channel, ProcessedUpdate.update_id).in_(oldest)
+    )
+    deleted = 0
+    while True:
+        async with db.engine.begin() as conn:
+            count = (await conn.execute(statement)).rowcount
+        deleted += count
+        if count < batch:
+            return deleted
+        # Let a handler waiting for the write connection have it before the next batch.
+        await asyncio.sleep(0)
 
 
 @contextmanager
