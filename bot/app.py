@@ -164,6 +164,7 @@ async def _post_shutdown(application: Application) -> None:
     bus = svc.extras.pop("cache_bus", None)
     if bus is not None:
         await bus.stop()  # type: ignore[attr-defined]
+    svc.extras.pop("read_cache", None)  # a bot started again starts from the database
     marks = svc.extras.get("done_marks")
     if marks is not None:  # the read-only updates' done marks still waiting for company
         await marks.close()  # type: ignore[attr-defined]

@@ -137,3 +137,8 @@ def asyncpg_dsn(url: str) -> str:
     if parsed.get_backend_name() != "postgresql":
         raise ValueError("not a PostgreSQL URL")
     return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+# Every process that writes (the bot, the command line, a migration's data step) must tell
+# the read caches what it changed; the hooks live with the cache and attach to WriteSession.
+from bot import readcache as _readcache  # noqa: E402, F401

@@ -115,7 +115,7 @@ async def wizard_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
 
 async def my_pledge(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/mypledge: the member's own pledge and its status, nobody else's."""
-    async with turn(update, context) as t:
+    async with turn(update, context, reads_only=True) as t:
         in_force = await campaign_or_explain(update, context, t)
         if in_force is None:
             return

@@ -1,0 +1,211 @@
+"""The read cache of /topic and lessons never shows a member what is no longer true.
+
+A member's person and their unit's campaign are kept in memory for read-only turns
+(bot/readcache.py). These tests change what the cache holds in every way the bot knows of:
+a write in the same process, another process (the `chuyende` command line, a real
+subprocess), a lost listener on PostgreSQL, and a read racing a write. The bot talks to the
+Bot API emulator; nothing else is faked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import event
+
+from bot.db import asyncpg_dsn
+from bot.models import Member
+from bot.readcache import NOTIFY_CHANNEL, Change, ReadCache
+from bot.services import lifecycle
+from bot.settings import Settings
+from handlers.common import read_cache
+from tests import factories
+from tests.conftest import TOKEN
+from tests.dialog import label, press, say
+
+USER = 702
+PHONE = "+84912333444"
+ROOT = Path(__file__).resolve().parent.parent
+SQLITE_TTL = 0.5
+
+
+def on_postgres(svc) -> bool:
+    return not svc.db.sqlite
+
+
+@pytest.fixture
+def settings(emulator, database_url: str) -> Settings:
+    # On PostgreSQL a change must arrive by NOTIFY, so the age bound is made too long to help.
+    ttl = SQLITE_TTL if database_url.startswith("sqlite") else 3600
+    return Settings(
+        TELEGRAM_BOT_TOKEN=TOKEN,
+        TELEGRAM_API_BASE_URL=emulator.base_url,
+        DATABASE_URL=database_url,
+        CHUYENDE_LOCALE="vi",
+        CHUYENDE_BACKGROUND=False,
+        CHUYENDE_READ_CACHE_SECONDS=ttl,
+        _env_file=None,
+    )
+
+
+@pytest.fixture
+async def lan_member(svc, union) -> Member:
+    async with svc.db.session() as session:
+        member = await factories.make_member(session, svc, union.school, "Nguyễn Thị Lan", PHONE)
+        await factories.link(session, svc, member, USER)
+    return member
+
+
+@pytest.fixture
+def lan(emulator, lan_member):
+    return emulator.user(USER, first_name="Lan", started=True)
+
+
+class Statements:
+    """Statements the bot sends to the database while counting, but for the done marks of
+    read-only updates, which go in together every 0.2 s (bot.services.updates.DoneMarks)."""
+
+    def __init__(self, db) -> None:
+        self.seen: list[str] = []
+        for engine in {db.engine, db.read_engine}:
+            event.listen(engine.sync_engine, "before_cursor_execute", self._one)
+
+    def _one(self, _conn, _cursor, statement: str, *_args) -> None:
+        if "processedupdate" not in statement and statement.strip() != "BEGIN IMMEDIATE":
+            self.seen.append(statement)
+
+
+async def wait_listening(svc) -> None:
+    for _ in range(100):
+        if read_cache(svc).serving:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the cache never started serving")
+
+
+def cli(svc, *args: str) -> subprocess.CompletedProcess:
+    """The admin's command line, as its own process on the bot's database."""
+    env = {**os.environ, "DATABASE_URL": svc.db.url, "CHUYENDE_LOCALE": "en"}
+    env.pop("TELEGRAM_BOT_TOKEN", None)
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=True,
+    )
+
+
+async def test_a_lesson_press_after_the_first_asks_the_database_nothing(svc, bot, lan):
+    await wait_listening(svc)
+    await say(svc, lan, "/topic")
+    counted = Statements(svc.db)
+    said = await press(svc, lan, label(svc, "lesson_first"))
+    assert said.templates == ["topic/lesson"]
+    assert (await press(svc, lan, label(svc, "next"))).templates == ["topic/lesson"]
+    assert counted.seen == []
+
+
+async def test_a_member_deactivated_in_this_process_is_told_at_once(svc, bot, lan, lan_member):
+    await wait_listening(svc)
+    assert (await say(svc, lan, "/topic")).templates == ["topic/overview"]
+    async with svc.db.session() as session:
+        member = await session.get(Member, lan_member.id)
+        await lifecycle.deactivate(session, member, svc.clock.now())
+    assert (await say(svc, lan, "/topic")).templates == ["common/membership_inactive"]
+
+
+async def test_a_member_deactivated_from_the_command_line_is_told(svc, bot, lan):
+    """Another process: on PostgreSQL its NOTIFY arrives; on SQLite the age bound passes."""
+    await wait_listening(svc)
+    assert (await say(svc, lan, "/topic")).templates == ["topic/overview"]
+    await asyncio.to_thread(cli, svc, "member", "deactivate", "--phone", PHONE)
+    if on_postgres(svc):
+        await asyncio.sleep(0.2)  # the notification crosses a socket
+    else:
+        await asyncio.sleep(SQLITE_TTL + 0.1)
+    assert (await say(svc, lan, "/topic")).templates == ["common/membership_inactive"]
+
+
+async def test_while_deaf_to_other_processes_the_cache_serves_nothing(
+    svc, bot, lan, lan_member
+):
+    if not on_postgres(svc):
+        pytest.skip("SQLite has one bot process: there is no listener to lose")
+    await wait_listening(svc)
+    await say(svc, lan, "/topic")
+    cache = read_cache(svc)
+    conn = await asyncpg.connect(asyncpg_dsn(svc.db.url))
+    try:  # cut the listener's connection, as a network failure or an operator would
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()"
+        )
+        for _ in range(100):
+            if not cache.serving:
+                break
+            await asyncio.sleep(0.02)
+        assert not cache.serving
+        # A change made while nobody listened, with its NOTIFY lost.
+        await conn.execute("UPDATE member SET active = false WHERE id = $1", lan_member.id)
+    finally:
+        await conn.close()
+    assert (await say(svc, lan, "/topic")).templates == ["common/membership_inactive"]
+    await wait_listening(svc)  # the listener comes back by itself, with an empty cache
+    assert (await say(svc, lan, "/topic")).templates == ["common/membership_inactive"]
+
+
+async def test_an_unreadable_notification_clears_the_cache(svc, bot, lan):
+    if not on_postgres(svc):
+        pytest.skip("notifications are PostgreSQL's")
+    await wait_listening(svc)
+    await say(svc, lan, "/topic")
+    cache = read_cache(svc)
+    assert cache.person(("telegram", str(USER))) is not None
+    conn = await asyncpg.connect(asyncpg_dsn(svc.db.url))
+    try:
+        await conn.execute("SELECT pg_notify($1, 'not json {')", NOTIFY_CHANNEL)
+    finally:
+        await conn.close()
+    for _ in range(100):
+        if cache.person(("telegram", str(USER))) is None:
+            break
+        await asyncio.sleep(0.02)
+    assert cache.person(("telegram", str(USER))) is None
+    assert (await say(svc, lan, "/topic")).templates == ["topic/overview"]
+
+
+def test_a_read_begun_before_a_change_is_not_kept():
+    cache = ReadCache(ttl=60)
+    key = ("telegram", "1")
+    generation = cache.generation()
+    cache.apply(Change(members={42}))  # a commit lands while the read is in flight
+    cache.put_person(key, 42, object(), generation)
+    assert cache.person(key) is None
+    cache.put_person(key, 42, "fresh", cache.generation())
+    assert cache.person(key) == "fresh"
+
+
+def test_the_cache_keeps_a_bounded_number_of_persons():
+    cache = ReadCache(ttl=60, max_people=3)
+    for n in range(10):
+        cache.put_person(("telegram", str(n)), n, f"p{n}", cache.generation())
+    assert [cache.person(("telegram", str(n))) for n in range(10)][-3:] == ["p7", "p8", "p9"]
+    assert cache.person(("telegram", "0")) is None
+    cache.apply(Change(members={8}))  # the member index follows evictions and changes
+    assert cache.person(("telegram", "8")) is None
+
+
+def test_a_change_too_big_to_announce_becomes_forget_everyone():
+    change = Change(members=set(range(5000)))
+    assert Change.from_payload(change.payload()).all_people
+
+
+@pytest.mark.parametrize("value", ["-1", "7200", "soon"])
+def test_a_bad_cache_age_is_refused_at_start(value):
+    with pytest.raises(ValidationError, match=r"read_cache_seconds|CHUYENDE_READ_CACHE_SECONDS"):
+        Settings(CHUYENDE_READ_CACHE_SECONDS=value, _env_file=None)
