@@ -102,7 +102,7 @@ class ReadCache:
     """Persons and campaign heads for read-only turns, bounded in size and in age."""
 
     def __init__(
-        self, *, ttl: float = 30.0, max_people: int = 20_000, needs_listener: bool = False
+        self, *, ttl: float = 30.0, max_people: int = 10_000, needs_listener: bool = False
     ) -> None:
         self.ttl = ttl
         self.max_people = max_people
@@ -110,7 +110,8 @@ class ReadCache:
         self.needs_listener = needs_listener
         self.listening = False
         self._generation = 0
-        self._people: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
+        # key -> (expires at, member id, person), in order of expiry.
+        self._people: OrderedDict[Hashable, tuple[float, int, Any]] = OrderedDict()
         self._people_by_member: dict[int, Hashable] = {}
         self._campaigns: dict[Hashable, tuple[float, Any]] = {}
         self.hits = 0
@@ -131,24 +132,30 @@ class ReadCache:
         if entry is None or entry[0] < time.monotonic():
             self.misses += 1
             return None
-        self._people.move_to_end(key)
         self.hits += 1
-        return entry[1]
+        return entry[2]
 
     def put_person(self, key: Hashable, member_id: int, person: Any, generation: int) -> None:
         if not self.serving or generation != self._generation:
             return
-        self._people[key] = (time.monotonic() + self.ttl, person)
-        self._people.move_to_end(key)
+        now = time.monotonic()
+        previous = self._people.pop(key, None)  # re-inserted last: kept in order of expiry
+        if previous is not None:
+            self._forget_member(key, previous[1])
+        self._people[key] = (now + self.ttl, member_id, person)
         self._people_by_member[member_id] = key
-        while len(self._people) > self.max_people:
-            old_key, (_, old) = self._people.popitem(last=False)
-            self._forget_member_of(old_key, old)
+        # Expired entries leave from the front, so only persons seen within the TTL stay in
+        # memory (a deadline evening touches every member; they must not all stay), and the
+        # size bound holds however fast they come.
+        while self._people:
+            old_key, (expires, old_member_id, _) = next(iter(self._people.items()))
+            if expires >= now and len(self._people) <= self.max_people:
+                break
+            del self._people[old_key]
+            self._forget_member(old_key, old_member_id)
 
-    def _forget_member_of(self, key: Hashable, person: Any) -> None:
-        member = getattr(person, "member", None)
-        member_id = getattr(member, "id", None)
-        if member_id is not None and self._people_by_member.get(member_id) == key:
+    def _forget_member(self, key: Hashable, member_id: int) -> None:
+        if self._people_by_member.get(member_id) == key:
             del self._people_by_member[member_id]
 
     # -- campaign heads ----------------------------------------------------------------------
@@ -175,9 +182,9 @@ class ReadCache:
             self._people_by_member.clear()
             return
         for key in change.identities:
-            person = self._people.pop(key, None)
-            if person is not None:
-                self._forget_member_of(key, person[1])
+            entry = self._people.pop(key, None)
+            if entry is not None:
+                self._forget_member(key, entry[1])
         for member_id in change.members:
             key = self._people_by_member.pop(member_id, None)
             if key is not None:

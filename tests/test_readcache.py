@@ -13,6 +13,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import asyncpg
@@ -198,6 +199,15 @@ def test_the_cache_keeps_a_bounded_number_of_persons():
     assert cache.person(("telegram", "0")) is None
     cache.apply(Change(members={8}))  # the member index follows evictions and changes
     assert cache.person(("telegram", "8")) is None
+
+
+def test_persons_not_seen_within_the_age_bound_leave_memory():
+    cache = ReadCache(ttl=0.05)
+    for n in range(100):
+        cache.put_person(("telegram", str(n)), n, f"p{n}", cache.generation())
+    time.sleep(0.06)
+    cache.put_person(("telegram", "new"), 1000, "new", cache.generation())
+    assert len(cache._people) == 1 and len(cache._people_by_member) == 1
 
 
 def test_a_change_too_big_to_announce_becomes_forget_everyone():
