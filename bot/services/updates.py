@@ -48,8 +48,9 @@ logger = logging.getLogger(__name__)
 # Read-only marks wait this long for company before one transaction writes them all (on
 # SQLite each such transaction queues with the handlers' writes for the one write lock).
 GROUP_COMMIT_DELAY_S = 0.2
-# Written marks remembered in memory (a few MB): Telegram redelivers within seconds to hours.
-RECENT_MARKS = 50_000
+# Written marks remembered in memory (about 1.5 MB): a redelivery comes within seconds to
+# minutes; an older one to a read-only turn is at worst answered twice.
+RECENT_MARKS = 10_000
 # Marks deleted per transaction by `prune`: each holds the write lock (on SQLite, the one
 # lock every handler queues for) only briefly, however many marks have piled up.
 PRUNE_BATCH = 10_000
