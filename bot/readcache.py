@@ -113,7 +113,7 @@ class ReadCache:
         # key -> (expires at, member id, person), in order of expiry.
         self._people: OrderedDict[Hashable, tuple[float, int, Any]] = OrderedDict()
         self._people_by_member: dict[int, Hashable] = {}
-        self._campaigns: dict[Hashable, tuple[float, Any]] = {}
+        self._campaigns: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
         self.hits = 0
         self.misses = 0
         _LIVE.add(self)
@@ -167,8 +167,18 @@ class ReadCache:
         return entry[1]
 
     def put_campaign(self, key: Hashable, value: Any, generation: int) -> None:
-        if self.serving and generation == self._generation:
-            self._campaigns[key] = (time.monotonic() + self.ttl, value)
+        if not self.serving or generation != self._generation:
+            return
+        now = time.monotonic()
+        self._campaigns.pop(key, None)  # re-inserted last: kept in order of expiry
+        self._campaigns[key] = (now + self.ttl, value)
+        # As for persons: only units seen within the age bound stay (a province has
+        # thousands, and a deadline evening touches them all).
+        while self._campaigns:
+            old_key, (expires, _) = next(iter(self._campaigns.items()))
+            if expires >= now:
+                break
+            del self._campaigns[old_key]
 
     # -- invalidation ------------------------------------------------------------------------
 

@@ -201,13 +201,18 @@ def test_the_cache_keeps_a_bounded_number_of_persons():
     assert cache.person(("telegram", "8")) is None
 
 
-def test_persons_not_seen_within_the_age_bound_leave_memory():
+def test_persons_and_units_not_seen_within_the_age_bound_leave_memory():
     cache = ReadCache(ttl=0.05)
     for n in range(100):
         cache.put_person(("telegram", str(n)), n, f"p{n}", cache.generation())
     time.sleep(0.06)
     cache.put_person(("telegram", "new"), 1000, "new", cache.generation())
     assert len(cache._people) == 1 and len(cache._people_by_member) == 1
+    for n in range(100):
+        cache.put_campaign(((n,), 2024), [n], cache.generation())
+    time.sleep(0.06)
+    cache.put_campaign(((1000,), 2024), [1000], cache.generation())
+    assert len(cache._campaigns) == 1 and cache.campaign(((1000,), 2024)) == [1000]
 
 
 def test_a_change_too_big_to_announce_becomes_forget_everyone():
