@@ -32,6 +32,13 @@ class CacheBus:
         self._conn: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
+        self.connections = 0  # successful (re)connections, for the log and the tests
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The PostgreSQL backend listening for this process (for operators and tests)."""
+        conn = self._conn
+        return conn.get_server_pid() if conn is not None and not conn.is_closed() else None
 
     async def start(self) -> None:
         """Listen before the first update is handled (a failure here only delays serving)."""
@@ -57,6 +64,9 @@ class CacheBus:
         self._conn = conn
         self.cache.clear()  # whatever was sent while nobody listened is lost
         self.cache.listening = True
+        self.connections += 1
+        if self.connections > 1:
+            logger.info("cache listener reconnected; cache cleared")
         return True
 
     def _heard(self, _conn, _pid, _channel, payload: str) -> None:
