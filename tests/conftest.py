@@ -61,8 +61,8 @@ async def emulator():
     await emu.stop()
 
 
-@pytest.fixture
-def settings(emulator, database_url: str) -> Settings:
+def bot_settings(emulator, database_url: str, **extra) -> Settings:
+    """The tests' settings (the emulator, this database, Vietnamese), plus `extra` variables."""
     return Settings(
         TELEGRAM_BOT_TOKEN=TOKEN,
         TELEGRAM_API_BASE_URL=emulator.base_url,
@@ -70,7 +70,13 @@ def settings(emulator, database_url: str) -> Settings:
         CHUYENDE_LOCALE="vi",
         CHUYENDE_BACKGROUND=False,  # tests drive the ticks and the outbox by hand
         _env_file=None,
+        **extra,
     )
+
+
+@pytest.fixture
+def settings(emulator, database_url: str) -> Settings:
+    return bot_settings(emulator, database_url)
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from bot.services import lifecycle
 from bot.settings import Settings
 from handlers.common import read_cache
 from tests import factories
-from tests.conftest import TOKEN
+from tests.conftest import bot_settings
 from tests.dialog import label, press, say
 
 USER = 702
@@ -45,15 +45,7 @@ def on_postgres(svc) -> bool:
 def settings(emulator, database_url: str) -> Settings:
     # On PostgreSQL a change must arrive by NOTIFY, so the age bound is made too long to help.
     ttl = SQLITE_TTL if database_url.startswith("sqlite") else 3600
-    return Settings(
-        TELEGRAM_BOT_TOKEN=TOKEN,
-        TELEGRAM_API_BASE_URL=emulator.base_url,
-        DATABASE_URL=database_url,
-        CHUYENDE_LOCALE="vi",
-        CHUYENDE_BACKGROUND=False,
-        CHUYENDE_READ_CACHE_SECONDS=ttl,
-        _env_file=None,
-    )
+    return bot_settings(emulator, database_url, CHUYENDE_READ_CACHE_SECONDS=ttl)
 
 
 @pytest.fixture

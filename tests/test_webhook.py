@@ -27,7 +27,7 @@ from bot.settings import Settings
 from bot.webhook import SECRET_HEADER, WebhookServer, webhook_running
 from scheduler.notices import plan_tick
 from tests import factories
-from tests.conftest import TOKEN
+from tests.conftest import TOKEN, bot_settings
 from tests.dialog import label, press, say
 
 SECRET = "wh-secret_for-tests-0123456789"
@@ -36,15 +36,7 @@ ANSWERS = ["Làm theo Bác.", "Sống giản dị.", "Lắng nghe.", "Công khai
 
 
 def _settings(emulator, database_url: str) -> Settings:
-    return Settings(
-        TELEGRAM_BOT_TOKEN=TOKEN,
-        TELEGRAM_API_BASE_URL=emulator.base_url,
-        DATABASE_URL=database_url,
-        CHUYENDE_LOCALE="vi",
-        CHUYENDE_BACKGROUND=False,
-        CHUYENDE_WEBHOOK_SECRET=SECRET,
-        _env_file=None,
-    )
+    return bot_settings(emulator, database_url, CHUYENDE_WEBHOOK_SECRET=SECRET)
 
 
 @pytest.fixture
