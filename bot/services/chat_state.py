@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -25,11 +26,7 @@ async def get_state(session: AsyncSession, identity_id: int) -> ChatState | None
         state = known[1].get(identity_id)
         if state is not None and state in session and state not in session.deleted:
             return state
-    state = (
-        await session.exec(
-            select(ChatState).where(ChatState.identity_id == identity_id).with_for_update()
-        )
-    ).first()
+    state = (await session.exec(_STATE, params={"identity_id": identity_id})).first()
     if state is not None and transaction is not None:
         if known is None or known[0] is not transaction:
             known = session.info[_LOCKED] = (transaction, {})
@@ -37,6 +34,10 @@ async def get_state(session: AsyncSession, identity_id: int) -> ChatState | None
     return state
 
 
+# Built once: every typed message and button press reads it.
+_STATE = (
+    select(ChatState).where(ChatState.identity_id == bindparam("identity_id")).with_for_update()
+)
 _LOCKED = "chat_states_locked"  # session.info key: (transaction, {identity_id: ChatState})
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, exists
+from sqlalchemy import and_, bindparam, exists
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -71,26 +71,34 @@ async def person_and_done(
 ) -> tuple[Person | None, bool | None]:
     """The person (as `_person`) and whether `update_id` is already done, in one statement;
     done is None when the account is unknown (then nothing was read about the update)."""
-    done = exists().where(
-        ProcessedUpdate.channel == channel, ProcessedUpdate.update_id == update_id
-    )
-    row = (await session.exec(_person_query(channel, user_id).add_columns(done))).first()
+    params = {"channel": channel, "user_id": user_id, "update_id": update_id}
+    row = (await session.exec(_PERSON_AND_DONE, params=params)).first()
     if row is None:
         return None, None
     identity, member, unit, is_done = row
     return _as_person(identity, member, unit), bool(is_done)
 
 
-def _person_query(channel: str, user_id: str):
-    return (
-        select(ChatIdentity, Member, Unit)
-        .outerjoin(
-            Member,
-            and_(col(Member.id) == ChatIdentity.member_id, col(Member.active).is_(True)),
-        )
-        .outerjoin(Unit, col(Unit.id) == Member.unit_id)
-        .where(ChatIdentity.channel == channel, ChatIdentity.external_user_id == user_id)
+# Built once with bound parameters: every update asks this, and building the expression
+# (column comparisons, joins) cost more than running it.
+_PERSON = (
+    select(ChatIdentity, Member, Unit)
+    .outerjoin(
+        Member,
+        and_(col(Member.id) == ChatIdentity.member_id, col(Member.active).is_(True)),
     )
+    .outerjoin(Unit, col(Unit.id) == Member.unit_id)
+    .where(
+        ChatIdentity.channel == bindparam("channel"),
+        ChatIdentity.external_user_id == bindparam("user_id"),
+    )
+)
+_PERSON_AND_DONE = _PERSON.add_columns(
+    exists().where(
+        ProcessedUpdate.channel == bindparam("channel"),
+        ProcessedUpdate.update_id == bindparam("update_id"),
+    )
+)
 
 
 def _as_person(identity: ChatIdentity, member: Member | None, unit: Unit | None) -> Person:
@@ -100,7 +108,7 @@ def _as_person(identity: ChatIdentity, member: Member | None, unit: Unit | None)
 
 async def _person(session: AsyncSession, channel: str, user_id: str) -> Person | None:
     """The identity with its active member and unit, in one statement."""
-    row = (await session.exec(_person_query(channel, user_id))).first()
+    row = (await session.exec(_PERSON, params={"channel": channel, "user_id": user_id})).first()
     return _as_person(*row) if row is not None else None
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -108,11 +109,14 @@ class PledgeView:
 
 
 async def _pledge(session: AsyncSession, member_id: int, campaign_id: int) -> Pledge | None:
-    return (
-        await session.exec(
-            select(Pledge).where(Pledge.member_id == member_id, Pledge.campaign_id == campaign_id)
-        )
-    ).first()
+    params = {"member_id": member_id, "campaign_id": campaign_id}
+    return (await session.exec(_PLEDGE, params=params)).first()
+
+
+# Built once (bound parameters): the wizard reads it on every step.
+_PLEDGE = select(Pledge).where(
+    Pledge.member_id == bindparam("member_id"), Pledge.campaign_id == bindparam("campaign_id")
+)
 
 
 async def _current_sections(session: AsyncSession, pledge: Pledge) -> dict[str, str]:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, exists
+from sqlalchemy import bindparam, delete, exists
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
@@ -72,18 +72,9 @@ async def snapshot(session: AsyncSession, member_ids: Iterable[int]) -> dict[int
     if not ids:
         return {}
     await session.flush()
-    on_bot = exists().where(
-        ChatIdentity.member_id == Member.id, col(ChatIdentity.blocked_at).is_(None)
-    )
-    members = await session.exec(
-        select(Member.id, Member.unit_id, Member.active, on_bot).where(col(Member.id).in_(ids))
-    )
+    members = await session.exec(_MEMBERS, params={"ids": ids})
     pledges: defaultdict[int, list[tuple[int, str, bool]]] = defaultdict(list)
-    rows = await session.exec(
-        select(Pledge.member_id, Campaign.year, Pledge.late, Pledge.review)
-        .join(Campaign, col(Campaign.id) == Pledge.campaign_id)
-        .where(col(Pledge.member_id).in_(ids), Pledge.status == PledgeStatus.submitted)
-    )
+    rows = await session.exec(_SUBMITTED, params={"ids": ids})
     for member_id, year, late, review in rows.all():
         approved = review == ReviewDecision.approved
         pledges[member_id].append((year, "late" if late else "on_time", approved))
@@ -91,6 +82,23 @@ async def snapshot(session: AsyncSession, member_ids: Iterable[int]) -> dict[int
         member_id: Contribution(unit_id, bool(active), bool(bot), tuple(sorted(pledges[member_id])))
         for member_id, unit_id, active, bot in members.all()
     }
+
+
+# Built once (an expanding bound list of ids): every submit and join takes two snapshots.
+_MEMBERS = select(
+    Member.id,
+    Member.unit_id,
+    Member.active,
+    exists().where(ChatIdentity.member_id == Member.id, col(ChatIdentity.blocked_at).is_(None)),
+).where(col(Member.id).in_(bindparam("ids", expanding=True)))
+_SUBMITTED = (
+    select(Pledge.member_id, Campaign.year, Pledge.late, Pledge.review)
+    .join(Campaign, col(Campaign.id) == Pledge.campaign_id)
+    .where(
+        col(Pledge.member_id).in_(bindparam("ids", expanding=True)),
+        Pledge.status == PledgeStatus.submitted,
+    )
+)
 
 
 async def apply(
