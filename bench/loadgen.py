@@ -325,10 +325,10 @@ def wizard_script(topic_replies: int) -> list[Step]:
     steps = [Step("text", "/topic", topic_replies), Step("text", "/pledge", 2, _contains("1/4"))]
     for k, answer in enumerate(ANSWERS):
         check = _contains(f"{k + 2}/4") if k < 3 else _has_button("pl:submit:")
-        steps.append(Step("text", answer, 2, check))
+        steps.append(Step("text", answer, 1, check))  # "saved" and the next step, one message
     steps += [
         Step("button", "pl:back:", 1, _contains("4/4", ANSWERS[3])),
-        Step("text", FIXED_LAST, 2, _has_button("pl:submit:")),
+        Step("text", FIXED_LAST, 1, _has_button("pl:submit:")),
         Step("button", "pl:submit:", 1, _contains(ON_TIME)),
         Step("text", "/mypledge", 1, _contains(ON_TIME, FIXED_LAST)),
     ]

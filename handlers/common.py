@@ -202,6 +202,13 @@ async def send(
     return message
 
 
+def stacked(*texts: str) -> str:
+    """Rendered templates as one message, a blank line apart: one notification on the
+    member's phone and one Bot API call (on the deadline day every call counts against the
+    bot's send rate), where separate messages would be two of each."""
+    return "\n\n".join(texts)
+
+
 async def show(
     update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, reply_markup: Any = None
 ) -> None:

@@ -7,7 +7,7 @@ from telegram.ext import ContextTypes
 
 from bot.services import pledges
 from bot.services.errors import Refusal
-from handlers.common import Turn, answer_query, keyboard, send, show, turn
+from handlers.common import Turn, answer_query, keyboard, send, show, stacked, turn
 from handlers.topic import campaign_or_explain
 
 
@@ -63,8 +63,8 @@ async def section_text(update: Update, context: ContextTypes.DEFAULT_TYPE, t: Tu
     except Refusal as refusal:
         await send(update, context, t.render(refusal.template, **refusal.context))
         return
-    await send(update, context, t.render("pledge/saved"))
-    await send(update, context, _render_view(t, view), _step_markup(t, view))
+    text = stacked(t.render("pledge/saved"), _render_view(t, view))
+    await send(update, context, text, _step_markup(t, view))
 
 
 async def wizard_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

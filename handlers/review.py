@@ -24,6 +24,7 @@ from handlers.common import (
     keyboard,
     send,
     show,
+    stacked,
     turn,
 )
 
@@ -354,7 +355,7 @@ async def text_in_flow(update: Update, context: ContextTypes.DEFAULT_TYPE, t: Tu
             view = await pledges.answer_as(
                 t.session, target.writer, target.in_force, typed, clock.now()
             )
-            await send(update, context, t.render("pledge/saved"))
-            await send(update, context, _paper_text(t, view), _paper_markup(t, view))
+            text = stacked(t.render("pledge/saved"), _paper_text(t, view))
+            await send(update, context, text, _paper_markup(t, view))
     except Refusal as refusal:
         await send(update, context, t.render(refusal.template, **refusal.context))

@@ -50,6 +50,16 @@ async def _fill_all(svc, user):
     return said
 
 
+async def test_an_answer_is_confirmed_in_the_same_message_as_the_next_step(svc, lan):
+    await say(svc, lan, "/pledge")
+    said = await say(svc, lan, ANSWERS[0])
+    # One message, not two: one buzz on the phone, one call against the bot's send rate.
+    assert len(said.messages) == 1
+    assert said.last.text.startswith("✔️ Đã lưu.")
+    assert "Phần 2/4" in said.last.text
+    assert said.last.buttons == [[label(svc, "back"), label(svc, "skip")], [label(svc, "cancel")]]
+
+
 async def test_member_files_a_pledge_step_by_step(svc, lan):
     said = await say(svc, lan, "/pledge")
     assert "Phần 1/4" in said.last.text

@@ -93,7 +93,7 @@ async def test_a_duplicate_delivery_has_one_effect_and_one_reply(svc, bot, lan, 
     await say(svc, lan, "/pledge")
     update_id = await lan.send(ANSWER)
     first = await lan.replies_until_idle(idle=0.3)
-    assert len(first) == 2  # "saved", then the next section
+    assert len(first) == 1  # "saved" and the next section, in one message
     emulator.redeliver(update_id)
     assert await lan.replies_until_idle(idle=0.3) == []
     assert await draft_and_step(svc) == ({"thought": ANSWER}, 1)
@@ -153,7 +153,7 @@ async def test_killed_before_the_commit_the_redelivery_is_handled_in_full(svc, l
 
     await deliver(app, text_update(app, ANSWER, update.update_id))  # Telegram retries
     replies = await lan.replies_until_idle(idle=0.3)
-    assert len(replies) == 2
+    assert len(replies) == 1
     assert await draft_and_step(svc) == ({"thought": ANSWER}, 1)
     assert await done(svc, update.update_id) == 1
 
@@ -180,7 +180,7 @@ async def test_two_processes_given_the_same_update_at_once_have_one_effect(
         await other_svc.db.dispose()
     assert await draft_and_step(svc) == ({"thought": ANSWER}, 1)
     assert await done(svc, update_id) == 1
-    assert len(replies) == 2  # one delivery's "saved" and next section; no apology
+    assert len(replies) == 1  # one delivery's "saved" with the next section; no apology
 
 
 async def _until_done(svc, update_id: int) -> None:
@@ -203,7 +203,7 @@ async def test_pruning_forgets_old_updates_and_a_recent_retry_is_still_dropped(
     clock.advance(timedelta(hours=30))
     await say(svc, lan, "/pledge")
     recent_id = await lan.send(ANSWER)
-    assert len(await lan.replies_until_idle(idle=0.3)) == 2
+    assert len(await lan.replies_until_idle(idle=0.3)) == 1
     clock.advance(timedelta(hours=20))  # the first update is 50 hours old, the answer 20
 
     assert await updates.prune(svc.db, clock.now(), retention) == 1
