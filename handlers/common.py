@@ -66,8 +66,6 @@ class Turn:
     person: Person
     locale: str
     services: Services
-    # Set in read-only turns only: what they may read from memory (bot.readcache).
-    read_cache: ReadCache | None = None
 
     def render(self, name: str, **ctx: Any) -> str:
         return self.services.renderer.text(name, self.locale, **ctx)
@@ -105,7 +103,7 @@ async def turn(
                 if member is not None and person.identity.blocked_at is None:
                     cache.put_person(key, member.id, person, generation)
             if person is not None and person.identity.blocked_at is None:
-                async with _turn(svc, session, person, cache) as t:
+                async with _turn(svc, session, person) as t:
                     yield t
                 return
     async with svc.db.session() as session:
@@ -140,15 +138,11 @@ async def _person_unless_done(
 
 
 @asynccontextmanager
-async def _turn(
-    svc: Services, session: AsyncSession, person: Person, cache: ReadCache | None = None
-) -> AsyncIterator[Turn]:
+async def _turn(svc: Services, session: AsyncSession, person: Person) -> AsyncIterator[Turn]:
     token = _session.set(session)
     try:
         locale = person.identity.locale or svc.settings.locale
-        yield Turn(
-            session=session, person=person, locale=locale, services=svc, read_cache=cache
-        )
+        yield Turn(session=session, person=person, locale=locale, services=svc)
     finally:
         _session.reset(token)
 

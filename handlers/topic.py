@@ -6,7 +6,16 @@ from telegram import Update
 from telegram.ext import ContextTypes
 
 from bot.services import campaigns
-from handlers.common import Turn, answer_query, content_cache, keyboard, send, show, turn
+from handlers.common import (
+    Turn,
+    answer_query,
+    content_cache,
+    keyboard,
+    read_cache,
+    send,
+    show,
+    turn,
+)
 
 
 async def campaign_or_explain(update: Update, context: ContextTypes.DEFAULT_TYPE, t: Turn):
@@ -22,7 +31,9 @@ async def campaign_or_explain(update: Update, context: ContextTypes.DEFAULT_TYPE
         t.person.unit,
         t.services.clock.today(),
         cache=content_cache(t.services),
-        heads_cache=t.read_cache,
+        # Every turn, writing ones too: which campaigns reach a unit changes a few times a
+        # year, and the cache hears of each change (bot.readcache). Persons stay fresh.
+        heads_cache=read_cache(t.services),
     )
     if in_force is None:
         await answer_query(update)

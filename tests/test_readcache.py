@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import asyncpg
@@ -25,6 +26,7 @@ from bot.db import asyncpg_dsn
 from bot.models import Member
 from bot.readcache import NOTIFY_CHANNEL, Change, ReadCache
 from bot.services import lifecycle
+from bot.services.campaigns import apply_campaign
 from bot.settings import Settings
 from handlers.common import read_cache
 from tests import factories
@@ -110,6 +112,32 @@ async def test_a_member_deactivated_in_this_process_is_told_at_once(svc, bot, la
         member = await session.get(Member, lan_member.id)
         await lifecycle.deactivate(session, member, svc.clock.now())
     assert (await say(svc, lan, "/topic")).templates == ["common/membership_inactive"]
+
+
+async def test_a_wizard_step_asks_nothing_of_the_campaigns_and_still_sees_a_new_one(
+    svc, bot, lan, union
+):
+    """Writing turns read which campaigns reach the unit from memory too; a campaign applied
+    meanwhile (here a school override moving the deadline to 12/4) reaches the next /pledge."""
+    await wait_listening(svc)
+    said = await say(svc, lan, "/pledge")
+    assert "10/4/2024" in said.messages[0].text
+    counted = Statements(svc.db)
+    said = await say(svc, lan, "Học và làm theo Bác mỗi ngày.")
+    assert said.templates == ["pledge/saved", "pledge/step"]
+    assert not [s for s in counted.seen if "FROM campaign" in s]
+    await press(svc, lan, label(svc, "cancel"))
+    async with svc.db.session() as session:
+        await apply_campaign(
+            session,
+            svc.catalog,
+            "binh-thuan-2024",
+            union.school,
+            svc.clock.now(),
+            {"pledge": date(2024, 4, 12)},
+        )
+    said = await say(svc, lan, "/pledge")
+    assert "12/4/2024" in said.messages[0].text
 
 
 async def test_a_member_deactivated_from_the_command_line_is_told(svc, bot, lan):

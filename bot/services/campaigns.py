@@ -203,8 +203,8 @@ async def in_force_for_unit(
     """The campaign reaching `unit`: the latest year not after today, set nearest the unit.
 
     A lower unit's own campaign overrides its parent's for the same year; a newer year set
-    higher up still wins over last year's set lower down. `heads_cache` (read-only turns
-    only) also spares the query of which campaigns reach the unit (bot.readcache).
+    higher up still wins over last year's set lower down. `heads_cache` spares the query
+    of which campaigns reach the unit (bot.readcache), which it hears of every change to.
     """
     chain = ancestor_ids(unit)
     depth_rank = {unit_id: rank for rank, unit_id in enumerate(chain)}
