@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -32,6 +32,16 @@ async def make_union(session: AsyncSession, svc: Services) -> DemoUnion:
     factory = await add_unit(session, "FAC", "CĐCS Công ty May Phan Thiết", "PT")
     await apply_campaign(session, svc.catalog, "binh-thuan-2024", province, svc.clock.now())
     return DemoUnion(province, district, school, factory)
+
+
+async def override_pledge_deadline(
+    session: AsyncSession, svc: Services, unit: Unit, day: date
+) -> None:
+    """`unit` applies the province's 2024 campaign again with its own pledge deadline, as a
+    lower union may (its subtree then follows that day)."""
+    await apply_campaign(
+        session, svc.catalog, "binh-thuan-2024", unit, svc.clock.now(), {"pledge": day}
+    )
 
 
 async def make_member(

@@ -264,17 +264,8 @@ async def test_first_filing_after_the_deadline_is_taken_and_marked_late(svc, lan
 async def test_unit_override_of_the_deadline_applies_to_its_subtree(svc, lan, union):
     from datetime import date
 
-    from bot.services.campaigns import apply_campaign
-
     async with svc.db.session() as session:
-        await apply_campaign(
-            session,
-            svc.catalog,
-            "binh-thuan-2024",
-            union.school,
-            svc.clock.now(),
-            {"pledge": date(2024, 4, 12)},
-        )
+        await factories.override_pledge_deadline(session, svc, union.school, date(2024, 4, 12))
     said = await say(svc, lan, "/topic")
     assert "chậm nhất ngày 12/4/2024" in said.text
     svc.clock.advance(timedelta(days=6))  # 11/4: late for the province, on time here

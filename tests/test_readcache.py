@@ -26,7 +26,6 @@ from bot.db import asyncpg_dsn
 from bot.models import Member
 from bot.readcache import NOTIFY_CHANNEL, Change, ReadCache
 from bot.services import lifecycle
-from bot.services.campaigns import apply_campaign
 from bot.settings import Settings
 from handlers.common import read_cache
 from tests import factories
@@ -128,14 +127,7 @@ async def test_a_wizard_step_asks_nothing_of_the_campaigns_and_still_sees_a_new_
     assert not [s for s in counted.seen if "FROM campaign" in s]
     await press(svc, lan, label(svc, "cancel"))
     async with svc.db.session() as session:
-        await apply_campaign(
-            session,
-            svc.catalog,
-            "binh-thuan-2024",
-            union.school,
-            svc.clock.now(),
-            {"pledge": date(2024, 4, 12)},
-        )
+        await factories.override_pledge_deadline(session, svc, union.school, date(2024, 4, 12))
     said = await say(svc, lan, "/pledge")
     assert "12/4/2024" in said.messages[0].text
 

@@ -153,13 +153,8 @@ async def test_nothing_is_sent_outside_the_window(town, hhmm, sent):
 async def test_holidays_are_skipped_and_the_next_day_sends_one_message(town):
     # The school sets its own last day, 19/4; 18/4/2024 is Giỗ Tổ Hùng Vương, a holiday.
     async with town.svc.db.session() as session:
-        await apply_campaign(
-            session,
-            town.svc.catalog,
-            "binh-thuan-2024",
-            town.union.school,
-            town.svc.clock.now(),
-            {"pledge": date(2024, 4, 19)},
+        await factories.override_pledge_deadline(
+            session, town.svc, town.union.school, date(2024, 4, 19)
         )
     assert _pledge_reminders(await town.at("18/4", "08:00"), "lan") == []
     [last] = _pledge_reminders(await town.at("19/4", "07:30"), "lan")
