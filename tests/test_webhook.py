@@ -476,14 +476,18 @@ async def test_sigterm_finishes_the_update_in_flight_and_exits_0(emulator, tmp_p
         assert emulator.webhook is not None, "the bot did not call setWebhook"
 
         emulator.set_send_delay(1.5, methods=["sendMessage"])
+        sends_before = emulator.stats["sendMessage"]
         hoa = emulator.user(640, first_name="Hoa")
         first = await hoa.send("/start")
-        for _ in range(200):
-            if emulator.webhook_in_flight:
+        # Wait until the bot is inside the handler, its reply held by the slow sendMessage.
+        # (A POST under way is not enough: on a slow machine uvicorn may not have read it
+        # yet, and a request read after SIGTERM is rightly refused.)
+        for _ in range(500):
+            if emulator.stats["sendMessage"] > sends_before:
                 break
             await asyncio.sleep(0.02)
+        assert emulator.stats["sendMessage"] > sends_before, "the handler never replied"
         assert emulator.webhook_in_flight == 1
-        await asyncio.sleep(0.3)  # inside the handler, waiting on the slow sendMessage
         process.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.3)
         late = await emulator.user(641, first_name="Mai").send("/start")  # after SIGTERM
