@@ -49,6 +49,8 @@ def _setup_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
 
 def make_engine(url: str, *, immediate: bool = True, echo: bool = False) -> AsyncEngine:
     if is_sqlite(url):
+        from bot import sqlite_driver  # here: a PostgreSQL process never loads aiosqlite
+
         # The write engine keeps one connection: SQLite takes one writer at a time anyway,
         # and waiting for the pool's connection is an asyncio queue (the next writer starts
         # the moment the last commits), where waiting on the lock is SQLite's busy handler
@@ -56,7 +58,11 @@ def make_engine(url: str, *, immediate: bool = True, echo: bool = False) -> Asyn
         # The busy timeout still covers writers in other processes (the CLI).
         pool = {"pool_size": 1, "max_overflow": 0} if immediate else {}
         engine = create_async_engine(
-            url, echo=echo, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000}, **pool
+            url,
+            echo=echo,
+            connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
+            module=sqlite_driver.dbapi(),  # one thread hand-off per statement
+            **pool,
         )
         _setup_sqlite(engine, immediate=immediate)
         return engine

@@ -92,3 +92,66 @@ async def test_a_failed_read_only_update_stays_undone(db, clock, failed):
             updates.handler_failed()
     await marks.close()
     assert await updates.seen(db, marks, "telegram", 42) is not failed
+
+
+# -- the SQLite driver: one thread hand-off per statement (bot/sqlite_driver.py) ----------
+
+
+@pytest.fixture
+def hand_offs(db, monkeypatch):
+    """Counts the calls run on aiosqlite's thread (SQLite only)."""
+    if not db.sqlite:
+        pytest.skip("aiosqlite is SQLite's driver")
+    import aiosqlite
+
+    calls: list[str] = []
+    original = aiosqlite.Connection._execute
+
+    async def counted(self, fn, *args, **kwargs):
+        calls.append(getattr(fn, "__name__", repr(fn)))
+        return await original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    return calls
+
+
+async def test_a_sqlite_statement_is_one_hand_off_to_the_driver_thread(db, clock, hand_offs):
+    """Each hand-off holds the one write connection; SQLAlchemy's adapter made 3 or 4."""
+    async with db.engine.begin() as conn:
+        await conn.execute(
+            ProcessedUpdate.__table__.insert(),
+            [{"channel": "t", "update_id": n, "processed_at": clock.now()} for n in range(3)],
+        )
+    async with db.engine.connect() as conn:
+        await conn.exec_driver_sql("SELECT 1")  # the connection's setup is done before counting
+        hand_offs.clear()
+        rows = (await conn.execute(select(ProcessedUpdate.update_id))).scalars().all()
+        assert sorted(rows) == [0, 1, 2]
+        assert len(hand_offs) == 1
+        hand_offs.clear()
+        changed = await conn.execute(
+            ProcessedUpdate.__table__.delete().where(ProcessedUpdate.update_id > 0)
+        )
+        assert changed.rowcount == 2
+        assert len(hand_offs) == 1
+
+
+async def test_a_failing_sqlite_statement_raises_and_leaves_the_connection_usable(db, clock):
+    """The duplicate-update path relies on IntegrityError surfacing as SQLAlchemy's."""
+    from sqlalchemy.exc import IntegrityError
+
+    if not db.sqlite:
+        pytest.skip("aiosqlite is SQLite's driver")
+    row = {"channel": "t", "update_id": 1, "processed_at": clock.now()}
+    async with db.engine.begin() as conn:
+        await conn.execute(ProcessedUpdate.__table__.insert(), row)
+    with pytest.raises(IntegrityError):
+        async with db.engine.begin() as conn:
+            await conn.execute(ProcessedUpdate.__table__.insert(), row)
+    async with db.engine.begin() as conn:
+        inserted = await conn.execute(
+            ProcessedUpdate.__table__.insert(), {**row, "update_id": 2}
+        )
+        assert inserted.rowcount == 1
+        count = await conn.scalar(text("SELECT count(*) FROM processedupdate"))
+    assert count == 2
