@@ -44,7 +44,9 @@ def _setup_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # Sent with the transaction's first statement, in one hand-off (bot.sqlite_driver).
+        begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+        conn.connection.dbapi_connection.begin_with_next_statement(begin)
 
 
 def make_engine(url: str, *, immediate: bool = True, echo: bool = False) -> AsyncEngine:

@@ -33,10 +33,15 @@ from sqlalchemy.util.concurrency import await_
 _Outcome = tuple[Any, int, int | None, list[Any]]  # description, rowcount, lastrowid, rows
 
 
-def _run_one(connection: sqlite3.Connection, operation: str, parameters: Any) -> _Outcome:
-    """On aiosqlite's thread: the whole statement, cursor opened and closed here."""
+def _run_one(
+    connection: sqlite3.Connection, begin: str | None, operation: str, parameters: Any
+) -> _Outcome:
+    """On aiosqlite's thread: the whole statement, cursor opened and closed here (after the
+    BEGIN of its transaction, when it is the first statement)."""
     cursor = connection.cursor()
     try:
+        if begin is not None:
+            cursor.execute(begin)
         cursor.execute(operation, () if parameters is None else parameters)
         description = cursor.description
         rows = cursor.fetchall() if description else []
@@ -45,9 +50,13 @@ def _run_one(connection: sqlite3.Connection, operation: str, parameters: Any) ->
         cursor.close()
 
 
-def _run_many(connection: sqlite3.Connection, operation: str, parameters: Any) -> _Outcome:
+def _run_many(
+    connection: sqlite3.Connection, begin: str | None, operation: str, parameters: Any
+) -> _Outcome:
     cursor = connection.cursor()
     try:
+        if begin is not None:
+            cursor.execute(begin)
         cursor.executemany(operation, parameters)
         return cursor.description, cursor.rowcount, cursor.lastrowid, []
     finally:
@@ -106,8 +115,12 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
 
     async def _run(self, function: Any, operation: Any, parameters: Any) -> None:
         connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
-        async with self._adapt_connection._execute_mutex:
-            outcome = await connection._execute(function, connection._conn, operation, parameters)
+        adapted: OneHopConnection = self._adapt_connection  # type: ignore[assignment]
+        async with adapted._execute_mutex:
+            begin, adapted._begin = adapted._begin, None
+            outcome = await connection._execute(
+                function, connection._conn, begin, operation, parameters
+            )
         self._description, self._rowcount, self._lastrowid, rows = outcome
         self._rows = collections.deque(rows)
 
@@ -119,8 +132,37 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class OneHopConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ()
+    """Also saves the hand-offs of a transaction's edges: its BEGIN goes with its first
+    statement, and a COMMIT or ROLLBACK with nothing begun (the pool's rollback when a
+    connection comes back, a transaction that ran no statement) makes none at all. On the
+    write connection each of these was a hand-off the next writer queued behind."""
+
+    __slots__ = ("_begin",)
     _cursor_cls = OneHopCursor
+
+    def __init__(self, dbapi: Any, connection: aiosqlite.Connection) -> None:
+        super().__init__(dbapi, connection)
+        self._begin: str | None = None
+
+    def begin_with_next_statement(self, begin: str) -> None:
+        """`begin` ("BEGIN IMMEDIATE") runs just before the next statement, in its hand-off."""
+        self._begin = begin
+
+    def _nothing_begun(self) -> bool:
+        # Read on the loop's thread between statements: sqlite3 allows it, and the worker
+        # thread runs nothing of this connection's while SQLAlchemy commits or rolls back.
+        raw = self._connection._connection  # type: ignore[attr-defined]
+        return raw is not None and not raw.in_transaction
+
+    def commit(self) -> None:
+        self._begin = None
+        if not self._nothing_begun():
+            super().commit()
+
+    def rollback(self) -> None:
+        self._begin = None
+        if not self._nothing_begun():
+            super().rollback()
 
 
 class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlmodel import select
 
 from bot.models import ChatIdentity, ProcessedUpdate
@@ -155,3 +157,52 @@ async def test_a_failing_sqlite_statement_raises_and_leaves_the_connection_usabl
         assert inserted.rowcount == 1
         count = await conn.scalar(text("SELECT count(*) FROM processedupdate"))
     assert count == 2
+
+
+async def test_a_sqlite_write_transaction_is_one_hand_off_per_statement_and_its_commit(
+    db, clock, hand_offs
+):
+    """BEGIN IMMEDIATE travels with the first statement; the pool's rollback of a connection
+    coming back with nothing begun makes no hand-off (each was a wait for the next writer)."""
+    async with db.session() as session:
+        await session.exec(text("SELECT 1"))  # the connection's setup is done before counting
+    hand_offs.clear()
+    async with db.session() as session:
+        session.add(ProcessedUpdate(channel="t", update_id=5, processed_at=clock.now()))
+        await session.commit()
+    assert hand_offs == ["_run_one", "commit"]
+    async with db.reader() as session:
+        assert (await session.get(ProcessedUpdate, ("t", 5))) is not None
+
+
+def _begin_immediate(path: str) -> None:
+    """Another process taking the write lock, waiting at most 0.1 s."""
+    connection = sqlite3.connect(path, timeout=0.1, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.rollback()
+    finally:
+        connection.close()
+
+
+async def test_a_sqlite_write_transaction_still_takes_the_write_lock_first(db, clock):
+    """With BEGIN deferred to the first statement, a second writer still waits for the first
+    (IMMEDIATE), and the reader still sees only what was committed."""
+    if not db.sqlite:
+        pytest.skip("SQLite's write lock")
+    first = await db.engine.connect()
+    try:
+        await first.begin()
+        await first.execute(
+            ProcessedUpdate.__table__.insert(),
+            {"channel": "t", "update_id": 1, "processed_at": clock.now()},
+        )
+        async with db.reader() as session:
+            assert (await session.get(ProcessedUpdate, ("t", 1))) is None
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await asyncio.to_thread(_begin_immediate, make_url(db.url).database)
+        await first.commit()
+    finally:
+        await first.close()
+    async with db.reader() as session:
+        assert (await session.get(ProcessedUpdate, ("t", 1))) is not None
