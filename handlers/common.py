@@ -106,14 +106,30 @@ async def turn(
                 async with _turn(svc, session, person) as t:
                     yield t
                 return
+    person, looked_up = None, False
+    if svc.db.sqlite:
+        # SQLite has one write connection and every write turn queues for it: reading who
+        # is writing on a reader first keeps that read out of the time the queue waits.
+        async with svc.db.reader() as session:
+            person = await _person_unless_done(session, str(user.id), mark)
+        looked_up = True
     async with svc.db.session() as session:
-        person = await _person_unless_done(session, str(user.id), mark)
+        if person is not None:
+            _attach(session, person)
+        elif not looked_up:
+            person = await _person_unless_done(session, str(user.id), mark)
         if person is None or person.identity.blocked_at is not None:
             person = await load_person(
                 session, CHANNEL, str(user.id), str(chat.id), svc.clock.now()
             )
         async with _turn(svc, session, person) as t:
             yield t
+
+
+def _attach(session: AsyncSession, person: Person) -> None:
+    """Make a person read on a reader part of the write session (no query): a service that
+    changes them (a language, a link) writes through this session as if it had read them."""
+    session.add_all([row for row in (person.identity, person.member, person.unit) if row])
 
 
 async def _person_unless_done(
