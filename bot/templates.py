@@ -62,6 +62,9 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=False,
+            # Templates ship with the code: a changed one comes with a restart. Checking each
+            # file's mtime on every render was an os.stat per message.
+            auto_reload=False,
         )
         env.filters["vndate"] = vn_date
         env.filters["vndatetime"] = partial(vn_datetime, tz=tz)
