@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.write_batch import WriteBatch
+
 BUSY_TIMEOUT_MS = 10_000
 
 
@@ -89,6 +91,9 @@ class Database:
         self._readers = async_sessionmaker(
             self.read_engine, class_=AsyncSession, expire_on_commit=False
         )
+        # SQLite's one write connection takes turns' writes in group commits (bot.write_batch);
+        # PostgreSQL has many connections and no such queue.
+        self.write_batch = WriteBatch(self) if self.sqlite else None
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:

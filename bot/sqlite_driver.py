@@ -154,6 +154,13 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
         raw = self._connection._connection  # type: ignore[attr-defined]
         return raw is not None and not raw.in_transaction
 
+    async def run_on_thread(self, function: Any, *args: Any) -> Any:
+        """`function(sqlite3_connection, *args)` on aiosqlite's thread, between statements
+        (bot.write_batch runs a whole group commit so)."""
+        async with self._execute_mutex:
+            connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+            return await connection._execute(function, connection._conn, *args)
+
     def commit(self) -> None:
         self._begin = None
         if not self._nothing_begun():

@@ -66,6 +66,7 @@ class Turn:
     person: Person
     locale: str
     services: Services
+    on_reader: bool = False  # a read session: it neither holds nor waits for the write lock
 
     def render(self, name: str, **ctx: Any) -> str:
         return self.services.renderer.text(name, self.locale, **ctx)
@@ -103,7 +104,7 @@ async def turn(
                 if member is not None and person.identity.blocked_at is None:
                     cache.put_person(key, member.id, person, generation)
             if person is not None and person.identity.blocked_at is None:
-                async with _turn(svc, session, person) as t:
+                async with _turn(svc, session, person, on_reader=True) as t:
                     yield t
                 return
     person, looked_up = None, False
@@ -154,11 +155,13 @@ async def _person_unless_done(
 
 
 @asynccontextmanager
-async def _turn(svc: Services, session: AsyncSession, person: Person) -> AsyncIterator[Turn]:
+async def _turn(
+    svc: Services, session: AsyncSession, person: Person, *, on_reader: bool = False
+) -> AsyncIterator[Turn]:
     token = _session.set(session)
     try:
         locale = person.identity.locale or svc.settings.locale
-        yield Turn(session=session, person=person, locale=locale, services=svc)
+        yield Turn(session, person, locale, svc, on_reader)
     finally:
         _session.reset(token)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from bot.services import pledges
+from bot.services import pledges, updates
 from bot.services.errors import Refusal
-from handlers.common import Turn, answer_query, keyboard, send, show, stacked, turn
-from handlers.topic import campaign_or_explain
+from handlers.common import Turn, answer_query, keyboard, send, services, show, stacked, turn
+from handlers.topic import campaign_in_force, campaign_or_explain
 
 
 def _step_markup(t: Turn, view: pledges.WizardView):
@@ -65,6 +65,34 @@ async def section_text(update: Update, context: ContextTypes.DEFAULT_TYPE, t: Tu
         return
     text = stacked(t.render("pledge/saved"), _render_view(t, view))
     await send(update, context, text, _step_markup(t, view))
+
+
+async def grouped_answer(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
+    """Typed text on SQLite, tried first as a wizard answer in a group commit; False when
+    it is not one (or lost a race), and the router handles it under the write lock."""
+    message = update.effective_message
+    batch = services(context).db.write_batch
+    if batch is None or message is None:
+        return False
+    async with turn(update, context, reads_only=True) as t:
+        if not t.on_reader or not t.person.joined:
+            return False
+        in_force = await campaign_in_force(t)
+        if in_force is None:
+            return False
+        now = t.services.clock.now()
+        try:
+            view = await pledges.answer_grouped(
+                t.session, batch, t.person, in_force, message.text or "", now, updates.current()
+            )
+        except Refusal as refusal:
+            await send(update, context, t.render(refusal.template, **refusal.context))
+            return True
+        if view is None:
+            return False
+        text = stacked(t.render("pledge/saved"), _render_view(t, view))
+        await send(update, context, text, _step_markup(t, view))
+    return True
 
 
 async def wizard_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -29,6 +29,8 @@ _EXPECTING = {
 
 async def text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Typed text: a wizard answer, a new member's name, or a hint at the commands."""
+    if await pledge_handlers.grouped_answer(update, context):
+        return
     async with turn(update, context) as t:
         state = await get_state(t.session, t.person.identity.id)
         flow = state.flow if state else None

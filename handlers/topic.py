@@ -18,15 +18,10 @@ from handlers.common import (
 )
 
 
-async def campaign_or_explain(update: Update, context: ContextTypes.DEFAULT_TYPE, t: Turn):
-    """The campaign in force for the member, or None after telling them why there is none."""
-    if not t.person.joined:
-        await answer_query(update)
-        name = "common/membership_inactive" if t.person.inactive else "common/join_first"
-        await send(update, context, t.render(name))
-        return None
+async def campaign_in_force(t: Turn) -> campaigns.CampaignInForce | None:
+    """The campaign in force for a member's unit today, from the caches where they hold it."""
     assert t.person.unit is not None
-    in_force = await campaigns.in_force_for_unit(
+    return await campaigns.in_force_for_unit(
         t.session,
         t.person.unit,
         t.services.clock.today(),
@@ -35,6 +30,16 @@ async def campaign_or_explain(update: Update, context: ContextTypes.DEFAULT_TYPE
         # year, and the cache hears of each change (bot.readcache). Persons stay fresh.
         heads_cache=read_cache(t.services),
     )
+
+
+async def campaign_or_explain(update: Update, context: ContextTypes.DEFAULT_TYPE, t: Turn):
+    """The campaign in force for the member, or None after telling them why there is none."""
+    if not t.person.joined:
+        await answer_query(update)
+        name = "common/membership_inactive" if t.person.inactive else "common/join_first"
+        await send(update, context, t.render(name))
+        return None
+    in_force = await campaign_in_force(t)
     if in_force is None:
         await answer_query(update)
         await send(update, context, t.render("topic/none", unit=t.person.unit))

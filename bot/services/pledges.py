@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, tzinfo
 from typing import Any
 
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -20,12 +21,13 @@ from bot.models import (
     PledgeVersion,
     ReviewDecision,
 )
-from bot.services import chat_state, tallies
+from bot.services import chat_state, tallies, updates
 from bot.services import deadlines as deadline_rules
 from bot.services.campaigns import CampaignInForce
 from bot.services.errors import Refusal
 from bot.services.people import Person
 from bot.text import nfc
+from bot.write_batch import Prepared, Write, WriteBatch
 
 FLOW = "pledge"
 PAPER_FLOW = "paper_pledge"  # an officer typing in a member's paper form, in the officer's chat
@@ -264,6 +266,71 @@ async def answer_as(
     )
     await session.commit()
     return _view(state, pledge, in_force)
+
+
+async def answer_grouped(
+    session: AsyncSession,
+    batch: WriteBatch,
+    person: Person,
+    in_force: CampaignInForce,
+    text: str,
+    at: datetime,
+    mark: updates.UpdateMark | None,
+) -> WizardView | None:
+    """`answer` for a member's own wizard, read on `session` (a reader) and written with
+    other chats' answers in one of SQLite's group commits (bot.write_batch).
+
+    None when this path does not apply or lost a race: the chat is in no wizard of its own,
+    the wizard's pledge is not this campaign's, or the chat's state moved on after it was
+    read. The caller then runs `answer` under the write lock, which decides afresh.
+    """
+    writer = _writer(person)
+    state = await chat_state.get_state(session, writer.identity_id)
+    if state is None or state.flow != FLOW:
+        return None
+    pledge = await session.get(Pledge, state.data.get("pledge_id"))
+    if pledge is None or pledge.member_id != writer.owner_id:
+        return None
+    if pledge.campaign_id != in_force.campaign.id:
+        return None
+    view = _view(state, pledge, in_force)
+    if view.is_review:
+        raise Refusal("pledge/use_buttons_on_review")
+    cleaned = validate_section_text(text)
+    draft = {**pledge.draft, view.sections[state.step]["key"]: cleaned}
+    await session.commit()  # the reading is over: no snapshot held while the batch waits
+    writes = [
+        chat_state.step_write(state, state.step + 1, state.data, at),
+        _draft_write(pledge, draft, at),
+    ]
+    if mark is not None:
+        writes.insert(0, updates.done_write(mark))
+    if not updates.grouped(mark, await batch.apply(writes)):
+        return None
+    return replace(view, step=state.step + 1, version=state.version + 1, answers=draft)
+
+
+def _draft_write(pledge: Pledge, draft: dict[str, str], at: datetime) -> Write:
+    values = {"seen_pledge": pledge.id, "seen_member": pledge.member_id, "new_draft": draft,
+              "new_at": at}
+    return _draft_statement().bind(values)
+
+
+@functools.cache
+def _draft_statement() -> Prepared:
+    table = Pledge.__table__
+    statement = (
+        update(table)
+        .where(
+            table.c.id == bindparam("seen_pledge"),
+            table.c.member_id == bindparam("seen_member"),
+        )
+        .values(
+            draft=bindparam("new_draft", type_=table.c.draft.type),
+            updated_at=bindparam("new_at", type_=table.c.updated_at.type),
+        )
+    )
+    return Prepared.of(statement)
 
 
 async def move(

@@ -25,6 +25,7 @@ Nothing here knows about Telegram objects; the update processor and the guard ca
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlmodel
-from sqlalchemy import delete, event, exists, select, tuple_
+from sqlalchemy import bindparam, delete, event, exists, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -42,6 +43,7 @@ from sqlalchemy.orm import ORMExecuteState, Session
 
 from bot.db import Database, WriteSession
 from bot.models import ProcessedUpdate
+from bot.write_batch import Prepared, Write
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +202,40 @@ async def prune(
             return deleted
         # Let a handler waiting for the write connection have it before the next batch.
         await asyncio.sleep(0)
+
+
+def done_write(mark: UpdateMark) -> Write:
+    """The done mark as one of a turn's grouped writes (bot.write_batch): it adds no row
+    when the update is already done, and the turn's other writes are undone with it."""
+    values = {"mark_channel": mark.channel, "mark_update": mark.update_id, "mark_at": mark.at}
+    return _done_statement().bind(values)
+
+
+@functools.cache
+def _done_statement() -> Prepared:
+    table = ProcessedUpdate.__table__
+    insert = sqlite_insert(table).values(
+        channel=bindparam("mark_channel", type_=table.c.channel.type),
+        update_id=bindparam("mark_update", type_=table.c.update_id.type),
+        processed_at=bindparam("mark_at", type_=table.c.processed_at.type),
+    )
+    return Prepared.of(insert.on_conflict_do_nothing())
+
+
+def grouped(mark: UpdateMark | None, outcome: int | None, mark_index: int = 0) -> bool:
+    """Note what a turn's grouped writes did to its update; whether they were stored.
+
+    Raises UpdateAlreadyHandled when the done mark was the write that added nothing.
+    """
+    if mark is None:
+        return outcome is None
+    if outcome is None:
+        mark.committed = True
+        return True
+    if outcome == mark_index:
+        mark.duplicate = True
+        raise UpdateAlreadyHandled(mark.update_id)
+    return False
 
 
 @contextmanager

@@ -1,0 +1,169 @@
+"""Group commit on SQLite: the writes of many chats' turns in one transaction, one hand-off.
+
+SQLite has one write connection (bot.db), and a turn that reads, decides and writes through
+the ORM holds it for all of that: on the deadline day every member's typed answer queues
+behind every other. A turn on this path reads on a reader, decides, and hands over only
+its writes: a few prepared statements, each with the row count it must have. Whatever is
+handed over while one batch runs goes in the next, so the batches grow with the load.
+
+A batch is one function on aiosqlite's thread: BEGIN IMMEDIATE; for each turn a SAVEPOINT,
+its statements, and RELEASE, or ROLLBACK TO when a statement changed another number of rows
+than expected (the row moved on since the turn read it, or its done mark is already there)
+or failed; then one COMMIT. A turn's writes therefore go in whole or not at all, the others'
+go in regardless, and each turn is told which: applied, or the index of the statement that
+did not match (the turn then redoes its work on the ORM path, under the lock), or the error.
+Nothing is stored before the COMMIT returns, and a turn replies only after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import ClauseElement
+
+# Turns per transaction at most: a batch holds the write lock (and the CLI's writers wait
+# on it) for its whole length; at about 0.1 ms a turn this is a few tens of milliseconds.
+MAX_TURNS = 256
+APPLIED = None
+# What the statements are compiled for: SQLite's SQL and its qmark parameters, whichever
+# driver runs them (the type bind processing is the same for pysqlite and aiosqlite).
+SQLITE: Dialect = sqlite.dialect()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A Core statement compiled once for SQLite: its SQL, and how to bind values to it
+    (each through its column type's own bind processing: JSON, UTC datetimes, enums)."""
+
+    sql: str
+    names: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+    @classmethod
+    def of(cls, statement: ClauseElement, dialect: Dialect = SQLITE) -> Prepared:
+        compiled = statement.compile(dialect=dialect)
+        names = tuple(compiled.positiontup or ())
+        processors = tuple(
+            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            for name in names
+        )
+        return cls(compiled.string, names, processors)
+
+    def bind(self, values: Mapping[str, Any], expect: int | None = 1) -> Write:
+        params = tuple(
+            values[name] if process is None else process(values[name])
+            for name, process in zip(self.names, self.processors, strict=True)
+        )
+        return Write(self.sql, params, expect)
+
+
+@dataclass(frozen=True)
+class Write:
+    """One statement of a turn, and the row count it must have (None: any)."""
+
+    sql: str
+    params: tuple[Any, ...]
+    expect: int | None = 1
+
+
+Outcome = int | BaseException | None  # APPLIED, the index of the write that did not match, or why
+
+
+def _apply(connection: sqlite3.Connection, turns: Sequence[Sequence[Write]]) -> list[Outcome]:
+    """On aiosqlite's thread: every turn in one transaction, each whole or not at all."""
+    outcomes: list[Outcome] = []
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        for writes in turns:
+            connection.execute("SAVEPOINT turn")
+            outcome: Outcome = APPLIED
+            for index, write in enumerate(writes):
+                try:
+                    count = connection.execute(write.sql, write.params).rowcount
+                except sqlite3.Error as error:
+                    outcome = sa_exc.DBAPIError.instance(
+                        write.sql, write.params, error, sqlite3.Error
+                    )
+                    break
+                if write.expect is not None and count != write.expect:
+                    outcome = index
+                    break
+            if outcome is not APPLIED:
+                connection.execute("ROLLBACK TO turn")
+            connection.execute("RELEASE turn")
+            outcomes.append(outcome)
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+    return outcomes
+
+
+class WriteBatch:
+    """Turns' writes group-committed on the database's write connection (SQLite only)."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self._pending: list[tuple[Sequence[Write], asyncio.Future[Outcome]]] = []
+        self._committing = 0
+        self._task: asyncio.Task[None] | None = None
+        # Committed so far (bench/throughput.py prints them): transactions, the turns in
+        # them, and their statements (the turns' writes, each BEGIN and COMMIT).
+        self.batches = 0
+        self.turns = 0
+        self.statements = 0
+
+    @property
+    def waiting(self) -> int:
+        """Turns whose writes were handed over and are not stored yet."""
+        return len(self._pending) + self._committing
+
+    async def apply(self, writes: Sequence[Write]) -> Outcome:
+        """Store `writes` as one unit with other turns' and return once committed (or not)."""
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._pending.append((writes, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        outcome = await future
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_TURNS], self._pending[MAX_TURNS:]
+            self._committing = len(batch)
+            try:
+                outcomes = await self._commit([writes for writes, _ in batch])
+            except Exception as error:  # nothing of the batch was stored
+                outcomes = [_as_sqlalchemy(error)] * len(batch)
+            finally:
+                self._committing = 0
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if not future.done():  # a turn cancelled meanwhile: its writes stand
+                    future.set_result(outcome)
+
+    async def _commit(self, turns: list[Sequence[Write]]) -> list[Outcome]:
+        async with self.db.engine.connect() as connection:
+            pooled = await connection.get_raw_connection()
+            outcomes = await pooled.dbapi_connection.run_on_thread(_apply, turns)
+        self.batches += 1
+        self.turns += len(turns)
+        self.statements += 2 + sum(len(writes) for writes in turns)
+        return outcomes
+
+
+def _as_sqlalchemy(error: Exception) -> Exception:
+    """A driver error as SQLAlchemy's, as the ORM path raises it (the webhook tells a
+    transient "database is locked" from a bug by SQLAlchemy's classes)."""
+    if isinstance(error, sqlite3.Error):
+        return sa_exc.DBAPIError.instance("BEGIN IMMEDIATE", None, error, sqlite3.Error)
+    return error

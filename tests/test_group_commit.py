@@ -1,0 +1,142 @@
+"""Wizard answers of many members stored together (SQLite's group commit, bot.write_batch).
+
+What a member sees must not change: their own answer saved, the next step shown after it
+was stored, and an answer that lost a race with another change of their chat still saved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from bot.models import ChatState, Pledge, ProcessedUpdate
+from bot.write_batch import Write
+from tests import factories
+from tests.dialog import say
+
+MEMBERS = 12
+
+
+@pytest.fixture
+async def members(svc, bot, emulator, union):
+    users = []
+    async with svc.db.session() as session:
+        for n in range(MEMBERS):
+            member = await factories.make_member(
+                session, svc, union.school, f"Trần Văn {n}", f"+8491300{n:04d}"
+            )
+            await factories.link(session, svc, member, 900 + n)
+            user = emulator.user(900 + n, first_name=f"Thành viên {n}")
+            user.member_id = member.id
+            users.append(user)
+    return users
+
+
+async def _drafts(svc) -> dict[int, dict[str, str]]:
+    async with svc.db.reader() as session:
+        return {p.member_id: p.draft for p in (await session.exec(select(Pledge))).all()}
+
+
+async def test_members_typing_at_once_each_get_their_own_answer_saved(svc, members):
+    for user in members:
+        await say(svc, user, "/pledge")
+    batch = svc.db.write_batch
+    before = (batch.batches, batch.turns) if batch is not None else None
+
+    await asyncio.gather(
+        *(user.send(f"Phần một của người số {n}.") for n, user in enumerate(members))
+    )
+    replies = [await user.next_reply(timeout=15) for user in members]
+
+    for reply in replies:
+        assert reply.text.startswith("✔️ Đã lưu.")
+        assert "Phần 2/4" in reply.text
+    drafts = await _drafts(svc)
+    for n, user in enumerate(members):
+        assert list(drafts[user.member_id].values()) == [f"Phần một của người số {n}."]
+    if batch is not None:  # SQLite: fewer transactions than answers
+        batches, turns = batch.batches - before[0], batch.turns - before[1]
+        assert turns == MEMBERS
+        assert batches < turns
+
+
+async def test_an_answer_that_lost_a_race_is_still_saved_once(svc, members):
+    """The chat's state moves on (another device pressed a button) after the answer was
+    read and before its writes went in: they are refused whole, and the answer is then
+    handled under the write lock, against the state as it is now."""
+    if svc.db.write_batch is None:
+        pytest.skip("the group-commit path is SQLite's")
+    user = members[0]
+    await say(svc, user, "/pledge")
+    async with svc.db.reader() as session:
+        opened = (await session.exec(select(ChatState))).one().version
+    holder = await svc.db.engine.connect()  # SQLite's one write connection, taken
+    try:
+        await user.send("Câu trả lời đến giữa lúc trạng thái đổi.")
+        for _ in range(200):
+            if svc.db.write_batch.waiting:
+                break
+            await asyncio.sleep(0.02)
+        assert svc.db.write_batch.waiting, "the answer never reached the group commit"
+        await holder.execute(text("UPDATE chatstate SET version = version + 1"))
+        await holder.commit()
+    finally:
+        await holder.close()
+
+    reply = await user.next_reply(timeout=15)
+    assert reply.text.startswith("✔️ Đã lưu.")
+    assert "Phần 2/4" in reply.text
+    assert await user.replies_until_idle(idle=0.3) == []
+    drafts = await _drafts(svc)
+    assert list(drafts[user.member_id].values()) == ["Câu trả lời đến giữa lúc trạng thái đổi."]
+    async with svc.db.reader() as session:
+        [state] = (await session.exec(select(ChatState))).all()
+    assert state.step == 1
+    assert state.version == opened + 2  # the other change, then the answer on the locked path
+
+
+async def test_a_redelivered_answer_is_neither_saved_again_nor_answered_twice(
+    svc, members, emulator
+):
+    user = members[0]
+    await say(svc, user, "/pledge")
+    update_id = await user.send("Chỉ một lần.")
+    assert (await user.next_reply(timeout=15)).text.startswith("✔️ Đã lưu.")
+    emulator.redeliver(update_id)
+    assert await user.replies_until_idle(idle=0.5) == []
+    async with svc.db.reader() as session:
+        [state] = (await session.exec(select(ChatState))).all()
+    assert state.step == 1
+    assert list((await _drafts(svc))[user.member_id].values()) == ["Chỉ một lần."]
+
+
+async def test_a_failing_turn_in_a_group_commit_is_undone_alone(db, clock):
+    """Each turn's writes go in whole or not at all; the other turns of the batch go in."""
+    batch = db.write_batch
+    if batch is None:
+        pytest.skip("the group-commit path is SQLite's")
+    insert = "INSERT INTO processedupdate (channel, update_id, processed_at) VALUES (?, ?, ?)"
+    at = "2024-04-05 01:00:00.000000"
+    await batch.apply([Write(insert, ("t", 1, at))])
+
+    def turn(*ids: int) -> list[Write]:
+        return [Write(insert, ("t", n, at)) for n in ids]
+
+    touches_nothing = [Write("UPDATE chatstate SET step = 0 WHERE identity_id = -1", ())]
+    outcomes = await asyncio.gather(
+        batch.apply(turn(2, 3)),
+        batch.apply(turn(4, 1)),  # 1 is there already: 4 must not stay either
+        batch.apply(turn(5) + touches_nothing),  # its second write expects one row
+        batch.apply(turn(6)),
+        return_exceptions=True,
+    )
+    assert outcomes[0] is None and outcomes[3] is None
+    assert isinstance(outcomes[1], IntegrityError)
+    assert outcomes[2] == 1  # the index of the write that did not match
+    async with db.reader() as session:
+        ids = sorted((await session.exec(select(ProcessedUpdate.update_id))).all())
+    assert ids == [1, 2, 3, 6]
