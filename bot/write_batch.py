@@ -142,23 +142,29 @@ class WriteBatch:
             batch, self._pending = self._pending[:MAX_TURNS], self._pending[MAX_TURNS:]
             self._committing = len(batch)
             try:
-                outcomes = await self._commit([writes for writes, _ in batch])
+                await self._commit(batch)
             except Exception as error:  # nothing of the batch was stored
-                outcomes = [_as_sqlalchemy(error)] * len(batch)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(_as_sqlalchemy(error))
             finally:
                 self._committing = 0
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
-                if not future.done():  # a turn cancelled meanwhile: its writes stand
-                    future.set_result(outcome)
 
-    async def _commit(self, turns: list[Sequence[Write]]) -> list[Outcome]:
+    async def _commit(self, batch: list[tuple[Sequence[Write], asyncio.Future[Outcome]]]) -> None:
         async with self.db.engine.connect() as connection:
             pooled = await connection.get_raw_connection()
-            outcomes = await pooled.dbapi_connection.run_on_thread(_apply, turns)
-        self.batches += 1
-        self.turns += len(turns)
-        self.statements += 2 + sum(len(writes) for writes in turns)
-        return outcomes
+            # A turn cancelled while its batch waited for the connection (its update is
+            # being abandoned) withdraws its writes: a turn's writes only go in if it can
+            # still reply after them.
+            live = [(writes, future) for writes, future in batch if not future.done()]
+            turns = [writes for writes, _ in live]
+            outcomes = await pooled.dbapi_connection.run_on_thread(_apply, turns) if live else []
+        self.batches += bool(live)
+        self.turns += len(live)
+        self.statements += 2 * bool(live) + sum(len(writes) for writes in turns)
+        for (_, future), outcome in zip(live, outcomes, strict=True):
+            if not future.done():  # cancelled during the commit: its writes stand
+                future.set_result(outcome)
 
 
 def _as_sqlalchemy(error: Exception) -> Exception:

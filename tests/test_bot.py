@@ -127,6 +127,7 @@ async def test_an_unexpected_error_is_apologised_for_and_logged_without_the_toke
         raise RuntimeError(f"database exploded near {TOKEN} for +84912111222")
 
     monkeypatch.setattr(pledges, "answer", broken)
+    monkeypatch.setattr(pledges, "answer_grouped", broken)  # SQLite's group-commit path
     caplog.set_level(logging.ERROR)
     setup_logging([TOKEN])
     said = await say(svc, lan, "Câu này gây lỗi.")
