@@ -135,6 +135,8 @@ class Database:
             await conn.run_sync(SQLModel.metadata.drop_all)
 
     async def dispose(self) -> None:
+        if self.write_batch is not None:
+            await self.write_batch.close()  # answers handed over are stored, not cut off
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()

@@ -137,6 +137,11 @@ class WriteBatch:
             raise outcome
         return outcome
 
+    async def close(self) -> None:
+        """Wait for the batches under way (before the engine that runs them is disposed)."""
+        if self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
     async def _drain(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[:MAX_TURNS], self._pending[MAX_TURNS:]

@@ -27,7 +27,7 @@ async def campaign_in_force(t: Turn) -> campaigns.CampaignInForce | None:
         t.services.clock.today(),
         cache=content_cache(t.services),
         # Every turn, writing ones too: which campaigns reach a unit changes a few times a
-        # year, and the cache hears of each change (bot.readcache). Persons stay fresh.
+        # year, and the cache hears of each change (bot.readcache).
         heads_cache=read_cache(t.services),
     )
 

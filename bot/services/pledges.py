@@ -283,6 +283,10 @@ async def answer_grouped(
     None when this path does not apply or lost a race: the chat is in no wizard of its own,
     the wizard's pledge is not this campaign's, or the chat's state moved on after it was
     read. The caller then runs `answer` under the write lock, which decides afresh.
+
+    The person may come from the read cache (bot.readcache), up to its age old: a member
+    deactivated that recently may still save a draft answer, never file it (submitting
+    runs under the lock and reads them afresh).
     """
     writer = _writer(person)
     state = await chat_state.get_state(session, writer.identity_id)

@@ -222,17 +222,18 @@ def _done_statement() -> Prepared:
     return Prepared.of(insert.on_conflict_do_nothing())
 
 
-def grouped(mark: UpdateMark | None, outcome: int | None, mark_index: int = 0) -> bool:
+def grouped(mark: UpdateMark | None, outcome: int | None) -> bool:
     """Note what a turn's grouped writes did to its update; whether they were stored.
 
-    Raises UpdateAlreadyHandled when the done mark was the write that added nothing.
+    The done mark is the turn's first write: when it is the one that added nothing, the
+    update is already done, and UpdateAlreadyHandled is raised (no effect, no reply).
     """
     if mark is None:
         return outcome is None
     if outcome is None:
         mark.committed = True
         return True
-    if outcome == mark_index:
+    if outcome == 0:
         mark.duplicate = True
         raise UpdateAlreadyHandled(mark.update_id)
     return False
