@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import Table, bindparam, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
@@ -62,6 +63,21 @@ class Prepared:
             for name, process in zip(self.names, self.processors, strict=True)
         )
         return Write(self.sql, params, expect)
+
+
+def prepared_update(table: Table, *, match: Sequence[str], assign: Sequence[str]) -> Prepared:
+    """``UPDATE table SET <assign> WHERE <match>``, bound as ``seen_<column>`` (the values
+    the turn read, so a row that moved on matches nothing) and ``new_<column>``."""
+
+    def bound(prefix: str, name: str) -> Any:
+        return bindparam(f"{prefix}_{name}", type_=table.c[name].type)
+
+    statement = (
+        update(table)
+        .where(*(table.c[name] == bound("seen", name) for name in match))
+        .values({name: bound("new", name) for name in assign})
+    )
+    return Prepared.of(statement)
 
 
 @dataclass(frozen=True)

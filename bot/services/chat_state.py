@@ -6,12 +6,12 @@ import functools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.models import ChatState
-from bot.write_batch import Prepared, Write
+from bot.write_batch import Prepared, Write, prepared_update
 
 
 async def get_state(session: AsyncSession, identity_id: int) -> ChatState | None:
@@ -74,30 +74,20 @@ def step_write(state: ChatState, step: int, data: dict[str, Any], at: datetime) 
     """`put_state` as a grouped write (bot.write_batch): the chat moves to `step` only if no
     other turn moved it since `state` was read, which its version tells."""
     values = {
-        "seen_identity": state.identity_id,
+        "seen_identity_id": state.identity_id,
         "seen_version": state.version,
         "new_step": step,
         "new_version": state.version + 1,
         "new_data": dict(data),
-        "new_at": at,
+        "new_updated_at": at,
     }
     return _step_statement().bind(values)
 
 
 @functools.cache
 def _step_statement() -> Prepared:
-    table = ChatState.__table__
-    statement = (
-        update(table)
-        .where(
-            table.c.identity_id == bindparam("seen_identity"),
-            table.c.version == bindparam("seen_version"),
-        )
-        .values(
-            step=bindparam("new_step", type_=table.c.step.type),
-            version=bindparam("new_version", type_=table.c.version.type),
-            data=bindparam("new_data", type_=table.c.data.type),
-            updated_at=bindparam("new_at", type_=table.c.updated_at.type),
-        )
+    return prepared_update(
+        ChatState.__table__,
+        match=("identity_id", "version"),
+        assign=("step", "version", "data", "updated_at"),
     )
-    return Prepared.of(statement)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, tzinfo
 from typing import Any
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -27,7 +27,7 @@ from bot.services.campaigns import CampaignInForce
 from bot.services.errors import Refusal
 from bot.services.people import Person
 from bot.text import nfc
-from bot.write_batch import Prepared, Write, WriteBatch
+from bot.write_batch import Prepared, Write, WriteBatch, prepared_update
 
 FLOW = "pledge"
 PAPER_FLOW = "paper_pledge"  # an officer typing in a member's paper form, in the officer's chat
@@ -283,10 +283,6 @@ async def answer_grouped(
     None when this path does not apply or lost a race: the chat is in no wizard of its own,
     the wizard's pledge is not this campaign's, or the chat's state moved on after it was
     read. The caller then runs `answer` under the write lock, which decides afresh.
-
-    The person may come from the read cache (bot.readcache), up to its age old: a member
-    deactivated that recently may still save a draft answer, never file it (submitting
-    runs under the lock and reads them afresh).
     """
     writer = _writer(person)
     state = await chat_state.get_state(session, writer.identity_id)
@@ -315,26 +311,16 @@ async def answer_grouped(
 
 
 def _draft_write(pledge: Pledge, draft: dict[str, str], at: datetime) -> Write:
-    values = {"seen_pledge": pledge.id, "seen_member": pledge.member_id, "new_draft": draft,
-              "new_at": at}
+    values = {"seen_id": pledge.id, "seen_member_id": pledge.member_id, "new_draft": draft,
+              "new_updated_at": at}
     return _draft_statement().bind(values)
 
 
 @functools.cache
 def _draft_statement() -> Prepared:
-    table = Pledge.__table__
-    statement = (
-        update(table)
-        .where(
-            table.c.id == bindparam("seen_pledge"),
-            table.c.member_id == bindparam("seen_member"),
-        )
-        .values(
-            draft=bindparam("new_draft", type_=table.c.draft.type),
-            updated_at=bindparam("new_at", type_=table.c.updated_at.type),
-        )
+    return prepared_update(
+        Pledge.__table__, match=("id", "member_id"), assign=("draft", "updated_at")
     )
-    return Prepared.of(statement)
 
 
 async def move(
