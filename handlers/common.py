@@ -77,13 +77,19 @@ class Turn:
 
 @asynccontextmanager
 async def turn(
-    update: Update, context: ContextTypes.DEFAULT_TYPE, *, reads_only: bool = False
+    update: Update,
+    context: ContextTypes.DEFAULT_TYPE,
+    *,
+    reads_only: bool = False,
+    cached_person: bool = True,
 ) -> AsyncIterator[Turn]:
     """Open a session and load who is writing (recording their chat identity the first time).
 
     `reads_only` (a handler that never writes, like /topic): the turn runs on a read session,
     which on SQLite neither takes nor waits for the write lock; a person whose loading needs
-    a write (first contact, an unblock) still gets a write session.
+    a write (first contact, an unblock) still gets a write session. It takes the person
+    from the read cache unless `cached_person` is False (a turn on a read session that
+    writes through a group commit: anything that writes reads who is writing afresh).
     """
     svc = services(context)
     user, chat = update.effective_user, update.effective_chat
@@ -92,7 +98,7 @@ async def turn(
     if reads_only:
         cache = read_cache(svc)
         key = (CHANNEL, str(user.id))
-        person = cache.person(key)
+        person = cache.person(key) if cached_person else None
         # A cached person has no database check of the update: the guard dropped a
         # redelivery this process handled (DoneMarks), and one handled elsewhere is at worst
         # a lesson shown twice.

@@ -74,7 +74,7 @@ async def grouped_answer(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     batch = services(context).db.write_batch
     if batch is None or message is None:
         return False
-    async with turn(update, context, reads_only=True) as t:
+    async with turn(update, context, reads_only=True, cached_person=False) as t:
         if not t.on_reader or not t.person.joined:
             return False
         in_force = await campaign_in_force(t)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from bot.db import asyncpg_dsn
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 async def postgres_url_or_skip() -> str:
@@ -23,3 +28,13 @@ async def postgres_url_or_skip() -> str:
         pytest.skip(f"PostgreSQL unreachable ({type(error).__name__})")
     await conn.close()
     return url
+
+
+def admin_cli(svc, *args: str) -> subprocess.CompletedProcess:
+    """The admin's command line, as its own process on the bot's database."""
+    env = {**os.environ, "DATABASE_URL": svc.db.url, "CHUYENDE_LOCALE": "en"}
+    env.pop("TELEGRAM_BOT_TOKEN", None)
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=True,
+    )

@@ -17,6 +17,7 @@ from bot.models import ChatState, Pledge, ProcessedUpdate
 from bot.write_batch import Write
 from tests import factories
 from tests.dialog import say
+from tests.services import admin_cli
 
 MEMBERS = 12
 
@@ -140,3 +141,17 @@ async def test_a_failing_turn_in_a_group_commit_is_undone_alone(db, clock):
     async with db.reader() as session:
         ids = sorted((await session.exec(select(ProcessedUpdate.update_id))).all())
     assert ids == [1, 2, 3, 6]
+
+
+async def test_a_member_deactivated_a_moment_ago_cannot_add_an_answer(svc, members):
+    """The command line on the same SQLite file is a change the read cache cannot hear of;
+    an answer is a write, so who is writing is read afresh."""
+    user = members[0]
+    await say(svc, user, "/pledge")
+    await say(svc, user, "Phần đầu, khi còn là đoàn viên.")
+    await asyncio.to_thread(admin_cli, svc, "member", "deactivate", "--phone", "+84913000000")
+    said = await say(svc, user, "Phần hai, sau khi đã rời công đoàn.")
+    assert said.templates == ["common/membership_inactive"]
+    assert list((await _drafts(svc))[user.member_id].values()) == [
+        "Phần đầu, khi còn là đoàn viên."
+    ]

@@ -10,12 +10,8 @@ Bot API emulator; nothing else is faked.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from datetime import date
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -31,10 +27,10 @@ from handlers.common import read_cache
 from tests import factories
 from tests.conftest import bot_settings
 from tests.dialog import label, press, say
+from tests.services import admin_cli as cli
 
 USER = 702
 PHONE = "+84912333444"
-ROOT = Path(__file__).resolve().parent.parent
 SQLITE_TTL = 0.5
 
 
@@ -82,16 +78,6 @@ async def wait_listening(svc) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the cache never started serving")
-
-
-def cli(svc, *args: str) -> subprocess.CompletedProcess:
-    """The admin's command line, as its own process on the bot's database."""
-    env = {**os.environ, "DATABASE_URL": svc.db.url, "CHUYENDE_LOCALE": "en"}
-    env.pop("TELEGRAM_BOT_TOKEN", None)
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=True,
-    )
 
 
 async def test_a_lesson_press_after_the_first_asks_the_database_nothing(svc, bot, lan):
