@@ -452,6 +452,21 @@ def _child_env(emulator, database: Path) -> dict[str, str]:
     return env
 
 
+async def _until_draining(port: int) -> None:
+    """Until the bot has taken the signal in: /healthz says it is shutting down (503), or
+    the port no longer takes connections."""
+    async with httpx.AsyncClient(timeout=2) as client:
+        for _ in range(200):
+            try:
+                response = await client.get(f"http://127.0.0.1:{port}/healthz")
+            except httpx.ConnectError:
+                return
+            if response.status_code == 503:
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError("the bot never started draining after SIGTERM")
+
+
 async def test_sigterm_finishes_the_update_in_flight_and_exits_0(emulator, tmp_path):
     env = _child_env(emulator, tmp_path / "bot.db")
     upgrade = await asyncio.create_subprocess_exec(
@@ -489,7 +504,7 @@ async def test_sigterm_finishes_the_update_in_flight_and_exits_0(emulator, tmp_p
         assert emulator.stats["sendMessage"] > sends_before, "the handler never replied"
         assert emulator.webhook_in_flight == 1
         process.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.3)
+        await _until_draining(port)
         late = await emulator.user(641, first_name="Mai").send("/start")  # after SIGTERM
 
         reply = await hoa.next_reply(timeout=15)
