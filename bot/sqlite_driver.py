@@ -27,6 +27,7 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_cursor,
     AsyncAdapt_aiosqlite_dbapi,
+    AsyncAdapt_aiosqlite_ss_cursor,
 )
 from sqlalchemy.util.concurrency import await_
 
@@ -131,6 +132,21 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         return None
 
 
+class StreamingCursor(AsyncAdapt_aiosqlite_ss_cursor):
+    """SQLAlchemy's cursor for `stream()` (rows fetched in parts, hand-offs as before), which
+    also sends a pending BEGIN first, so a transaction that starts with a stream is one."""
+
+    __slots__ = ()
+
+    async def _execute_async(self, operation: Any, parameters: Any) -> Any:
+        adapted: OneHopConnection = self._adapt_connection  # type: ignore[assignment]
+        if adapted._begin is not None:
+            async with adapted._execute_mutex:
+                begin, adapted._begin = adapted._begin, None
+                await self._cursor.execute(begin)
+        return await super()._execute_async(operation, parameters)
+
+
 class OneHopConnection(AsyncAdapt_aiosqlite_connection):
     """Also saves the hand-offs of a transaction's edges: its BEGIN goes with its first
     statement, and a COMMIT or ROLLBACK with nothing begun (the pool's rollback when a
@@ -139,6 +155,7 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
 
     __slots__ = ("_begin",)
     _cursor_cls = OneHopCursor
+    _ss_cursor_cls = StreamingCursor
 
     def __init__(self, dbapi: Any, connection: aiosqlite.Connection) -> None:
         super().__init__(dbapi, connection)

@@ -206,3 +206,20 @@ async def test_a_sqlite_write_transaction_still_takes_the_write_lock_first(db, c
         await first.close()
     async with db.reader() as session:
         assert (await session.get(ProcessedUpdate, ("t", 1))) is not None
+
+
+async def test_a_sqlite_transaction_that_starts_with_a_stream_still_holds_the_write_lock(
+    db, clock
+):
+    """An export streams its rows; the deferred BEGIN must not be skipped by the stream."""
+    if not db.sqlite:
+        pytest.skip("SQLite's write lock")
+    async with db.session() as session:
+        result = await session.stream(select(ProcessedUpdate.update_id))
+        assert [row async for row in result] == []
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await asyncio.to_thread(_begin_immediate, make_url(db.url).database)
+        session.add(ProcessedUpdate(channel="t", update_id=9, processed_at=clock.now()))
+        await session.commit()
+    async with db.reader() as session:
+        assert (await session.get(ProcessedUpdate, ("t", 9))) is not None
