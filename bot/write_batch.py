@@ -23,9 +23,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, bindparam, update
+from sqlalchemy import Table, bindparam, delete, insert, literal_column, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 
@@ -65,19 +66,59 @@ class Prepared:
         return Write(self.sql, params, expect)
 
 
+def _bound(table: Table, prefix: str, name: str) -> Any:
+    return bindparam(f"{prefix}_{name}", type_=table.c[name].type)
+
+
+def _matching(table: Table, match: Sequence[str]) -> list[Any]:
+    """``column = seen_<column>`` for each (``IS`` where the column may be NULL): the values
+    the turn read, so a row that moved on since matches nothing."""
+    return [
+        table.c[name].is_not_distinct_from(_bound(table, "seen", name))
+        if table.c[name].nullable
+        else table.c[name] == _bound(table, "seen", name)
+        for name in match
+    ]
+
+
 def prepared_update(table: Table, *, match: Sequence[str], assign: Sequence[str]) -> Prepared:
-    """``UPDATE table SET <assign> WHERE <match>``, bound as ``seen_<column>`` (the values
-    the turn read, so a row that moved on matches nothing) and ``new_<column>``."""
-
-    def bound(prefix: str, name: str) -> Any:
-        return bindparam(f"{prefix}_{name}", type_=table.c[name].type)
-
+    """``UPDATE table SET <assign> WHERE <match>``, bound as ``seen_<column>`` and
+    ``new_<column>``."""
     statement = (
         update(table)
-        .where(*(table.c[name] == bound("seen", name) for name in match))
-        .values({name: bound("new", name) for name in assign})
+        .where(*_matching(table, match))
+        .values({name: _bound(table, "new", name) for name in assign})
     )
     return Prepared.of(statement)
+
+
+def prepared_delete(table: Table, *, match: Sequence[str]) -> Prepared:
+    """``DELETE FROM table WHERE <match>``, bound as ``seen_<column>``."""
+    return Prepared.of(delete(table).where(*_matching(table, match)))
+
+
+def prepared_insert(table: Table, columns: Sequence[str]) -> Prepared:
+    """``INSERT INTO table (<columns>)``, bound as ``new_<column>``."""
+    return Prepared.of(insert(table).values({name: _bound(table, "new", name) for name in columns}))
+
+
+def prepared_increment(table: Table, *, keys: Sequence[str], counters: Sequence[str]) -> Prepared:
+    """``INSERT`` a row of counts, or add them to the row with the same keys: increments
+    commute, so turns that count into the same row need not have read it."""
+    columns = [*keys, *counters]
+    statement = sqlite_insert(table).values({name: _bound(table, "new", name) for name in columns})
+    statement = statement.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={name: table.c[name] + statement.excluded[name] for name in counters},
+    )
+    return Prepared.of(statement)
+
+
+def prepared_guard(table: Table, *, match: Sequence[str]) -> Prepared:
+    """``SELECT 1 FROM table WHERE <match>``: a write that changes nothing, there so that a
+    turn whose decision rested on that row goes in only if the row is still as read."""
+    found = select(literal_column("1")).select_from(table)
+    return Prepared.of(found.where(*_matching(table, match)))
 
 
 @dataclass(frozen=True)
@@ -102,7 +143,9 @@ def _apply(connection: sqlite3.Connection, turns: Sequence[Sequence[Write]]) -> 
             outcome: Outcome = APPLIED
             for index, write in enumerate(writes):
                 try:
-                    count = connection.execute(write.sql, write.params).rowcount
+                    cursor = connection.execute(write.sql, write.params)
+                    # A guard (a SELECT) counts the rows it finds; a change, those it changed.
+                    count = len(cursor.fetchall()) if cursor.description else cursor.rowcount
                 except sqlite3.Error as error:
                     outcome = sa_exc.DBAPIError.instance(
                         write.sql, write.params, error, sqlite3.Error

@@ -95,11 +95,41 @@ async def grouped_answer(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     return True
 
 
+async def grouped_submit(update: Update, context: ContextTypes.DEFAULT_TYPE, version: int) -> bool:
+    """"Submit" on SQLite, tried first in a group commit; False when this path does not
+    apply (or lost a race), and the button is handled under the write lock."""
+    batch = services(context).db.write_batch
+    if batch is None:
+        return False
+    async with turn(update, context, reads_only=True, cached_person=False) as t:
+        if not t.on_reader or not t.person.joined:
+            return False
+        in_force = await campaign_in_force(t)
+        if in_force is None:
+            return False
+        clock = t.services.clock
+        try:
+            result = await pledges.submit_grouped(
+                t.session, batch, t.person, in_force, version, clock.now(), clock.tz,
+                updates.current(),
+            )
+        except Refusal:
+            return False  # refused the same way under the lock, where the state is cleared
+        if result is None:
+            return False
+        await answer_query(update)
+        await show(update, context, t.render("pledge/submitted", result=result))
+    return True
+
+
 async def wizard_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Back, skip, cancel and submit ("pl:<action>:<version>"); stale or forged ones are refused."""
     query = update.callback_query
     assert query is not None and query.data is not None
     parts = query.data.split(":")
+    submitting = len(parts) == 3 and parts[1] == "submit" and parts[2].isdigit()
+    if submitting and await grouped_submit(update, context, int(parts[2])):
+        return
     async with turn(update, context) as t:
         action = parts[1] if len(parts) == 3 else ""
         version = int(parts[2]) if len(parts) == 3 and parts[2].isdigit() else None

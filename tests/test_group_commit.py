@@ -13,10 +13,11 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from bot.models import ChatState, Pledge, ProcessedUpdate
+from bot.models import ChatState, Pledge, PledgeStatus, PledgeVersion, ProcessedUpdate
+from bot.services import tallies
 from bot.write_batch import Write
 from tests import factories
-from tests.dialog import say
+from tests.dialog import label, press, say
 from tests.services import admin_cli
 
 MEMBERS = 12
@@ -155,3 +156,84 @@ async def test_a_member_deactivated_a_moment_ago_cannot_add_an_answer(svc, membe
     assert list((await _drafts(svc))[user.member_id].values()) == [
         "Phần đầu, khi còn là đoàn viên."
     ]
+
+
+async def _fill(svc, user, n: int) -> None:
+    await say(svc, user, "/pledge")
+    for part in range(4):
+        await say(svc, user, f"Phần {part + 1} của người số {n}.")
+
+
+async def test_members_filing_at_once_are_counted_right(svc, members):
+    """Filings group-committed together change the stored counts by increments; the counts
+    must still equal a count from scratch, after first filings and after revisions."""
+    for n, user in enumerate(members):
+        await _fill(svc, user, n)
+    batch = svc.db.write_batch
+    before = batch.turns if batch is not None else 0
+    submit = label(svc, "submit")
+    await asyncio.gather(*(user.press(submit) for user in members))
+    for user in members:
+        reply = await user.next_reply(timeout=15)
+        assert "đúng hạn" in reply.text
+    async with svc.db.reader() as session:
+        pledges = (await session.exec(select(Pledge))).all()
+        filed = [(p.status, p.current_version, p.draft) for p in pledges]
+        assert filed == [(PledgeStatus.submitted, 1, {})] * MEMBERS
+        assert len((await session.exec(select(PledgeVersion))).all()) == MEMBERS
+        assert await tallies.stored(session) == await tallies.counted_from_scratch(session)
+        assert (await session.exec(select(ChatState))).all() == []
+    if batch is not None:
+        assert batch.turns - before == MEMBERS  # every filing went in a group commit
+
+    # Revisions (the deadline is still ahead): a new version each, the counts unchanged.
+    for n, user in enumerate(members[:4]):
+        await _fill(svc, user, 100 + n)
+    await asyncio.gather(*(user.press(submit) for user in members[:4]))
+    for user in members[:4]:
+        await user.next_reply(timeout=15)
+    async with svc.db.reader() as session:
+        versions = {p.member_id: p.current_version for p in (await session.exec(select(Pledge)))}
+        assert await tallies.stored(session) == await tallies.counted_from_scratch(session)
+    assert [versions[user.member_id] for user in members] == [2] * 4 + [1] * (MEMBERS - 4)
+
+
+async def test_a_filing_refused_on_the_group_path_is_refused_as_before(svc, members):
+    """A submit with a section missing: the same message as ever, nothing filed."""
+    user = members[0]
+    await say(svc, user, "/pledge")
+    await say(svc, user, "Chỉ có phần một.")
+    for _ in range(3):
+        await press(svc, user, label(svc, "skip"))
+    said = await press(svc, user, label(svc, "submit"))
+    assert said.templates == ["pledge/missing_sections"]
+    async with svc.db.reader() as session:
+        assert (await session.exec(select(PledgeVersion))).all() == []
+        assert (await session.exec(select(Pledge))).one().status == PledgeStatus.draft
+
+
+async def test_a_filing_that_lost_a_race_leaves_nothing_half_done(svc, members, emulator):
+    """The chat moves on while the filing waits for its group commit: none of its writes
+    (the pledge, the version, the counts) go in, and the button is then found stale."""
+    if svc.db.write_batch is None:
+        pytest.skip("the group-commit path is SQLite's")
+    user = members[0]
+    await _fill(svc, user, 0)
+    holder = await svc.db.engine.connect()  # SQLite's one write connection, taken
+    try:
+        await user.press(label(svc, "submit"))
+        for _ in range(200):
+            if svc.db.write_batch.waiting:
+                break
+            await asyncio.sleep(0.02)
+        assert svc.db.write_batch.waiting, "the filing never reached the group commit"
+        await holder.execute(text("UPDATE chatstate SET version = version + 1"))
+        await holder.commit()
+    finally:
+        await holder.close()
+    answer = await user.wait_callback_answer(timeout=15)
+    assert answer["show_alert"]  # the stale-button pop-up, from the locked path
+    async with svc.db.reader() as session:
+        assert (await session.exec(select(PledgeVersion))).all() == []
+        assert (await session.exec(select(Pledge))).one().status == PledgeStatus.draft
+        assert await tallies.stored(session) == await tallies.counted_from_scratch(session)

@@ -11,7 +11,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.models import ChatState
-from bot.write_batch import Prepared, Write, prepared_update
+from bot.write_batch import Prepared, Write, prepared_delete, prepared_update
 
 
 async def get_state(session: AsyncSession, identity_id: int) -> ChatState | None:
@@ -91,3 +91,15 @@ def _step_statement() -> Prepared:
         match=("identity_id", "version"),
         assign=("step", "version", "data", "updated_at"),
     )
+
+
+def clear_write(state: ChatState) -> Write:
+    """`clear_state` as a grouped write: only if no other turn moved the chat since."""
+    return _clear_statement().bind(
+        {"seen_identity_id": state.identity_id, "seen_version": state.version}
+    )
+
+
+@functools.cache
+def _clear_statement() -> Prepared:
+    return prepared_delete(ChatState.__table__, match=("identity_id", "version"))

@@ -27,7 +27,7 @@ from bot.services.campaigns import CampaignInForce
 from bot.services.errors import Refusal
 from bot.services.people import Person
 from bot.text import nfc
-from bot.write_batch import Prepared, Write, WriteBatch, prepared_update
+from bot.write_batch import Prepared, Write, WriteBatch, prepared_insert, prepared_update
 
 FLOW = "pledge"
 PAPER_FLOW = "paper_pledge"  # an officer typing in a member's paper form, in the officer's chat
@@ -385,31 +385,22 @@ async def submit_as(
 ) -> Submitted:
     """A revision clears the officer's decision: the new version awaits review again."""
     state, pledge = await _active(session, writer, in_force, version)
-    view = _view(state, pledge, in_force)
-    if view.missing:
-        raise Refusal("pledge/missing_sections", missing=view.missing)
-    deadline = in_force.pledge_deadline
-    on_time = deadline is None or deadline_rules.is_on_time(deadline, at, tz)
-    first = pledge.status != PledgeStatus.submitted
-    if not first and writer.entered_by is not None:
-        raise Refusal("review/paper_already_filed")
-    if not first and not revision_open(pledge, deadline, at, tz):
-        raise _revise_closed(pledge, deadline)
+    filing = _decide_filing(writer, pledge, _view(state, pledge, in_force), in_force, at, tz)
     async with tallies.tracking(session, pledge.member_id):
         pledge.current_version += 1
         session.add(
             PledgeVersion(
                 pledge_id=pledge.id,
                 version=pledge.current_version,
-                sections=view.answers,
+                sections=filing.sections,
                 submitted_at=at,
-                late=not on_time,
+                late=not filing.on_time,
                 entered_by_member_id=writer.entered_by,
             )
         )
-        if first:
+        if filing.first:
             pledge.first_submitted_at = at
-            pledge.late = not on_time
+            pledge.late = not filing.on_time
         pledge.status = PledgeStatus.submitted
         pledge.review = None
         if writer.entered_by is None:
@@ -421,17 +412,157 @@ async def submit_as(
     return Submitted(
         version=pledge.current_version,
         late=pledge.late,
-        first=first,
-        last_day=_last_revision_day(pledge, deadline),
+        first=filing.first,
+        last_day=_last_revision_day(pledge.revise_by, in_force.pledge_deadline),
     )
 
 
-def _last_revision_day(pledge: Pledge, deadline: Deadline | None) -> date | None:
-    """The last day a revision is taken: the deadline's, or the later revise-by day an
-    officer set when returning the pledge."""
+@dataclass(frozen=True)
+class _Filing:
+    """Filing the draft, as decided from the pledge as read (both write paths apply it)."""
+
+    sections: dict[str, str]
+    on_time: bool
+    first: bool  # not filed before: this filing sets the first date and the late flag
+
+
+def _decide_filing(
+    writer: Writer,
+    pledge: Pledge,
+    view: WizardView,
+    in_force: CampaignInForce,
+    at: datetime,
+    tz: tzinfo,
+) -> _Filing:
+    if view.missing:
+        raise Refusal("pledge/missing_sections", missing=view.missing)
+    deadline = in_force.pledge_deadline
+    on_time = deadline is None or deadline_rules.is_on_time(deadline, at, tz)
+    first = pledge.status != PledgeStatus.submitted
+    if not first and writer.entered_by is not None:
+        raise Refusal("review/paper_already_filed")
+    if not first and not revision_open(pledge, deadline, at, tz):
+        raise _revise_closed(pledge, deadline)
+    return _Filing(sections=view.answers, on_time=on_time, first=first)
+
+
+async def submit_grouped(
+    session: AsyncSession,
+    batch: WriteBatch,
+    person: Person,
+    in_force: CampaignInForce,
+    version: int,
+    at: datetime,
+    tz: tzinfo,
+    mark: updates.UpdateMark | None,
+) -> Submitted | None:
+    """`submit` for a member's own wizard, read on `session` (a reader) and written in one
+    of SQLite's group commits (bot.write_batch), as `answer_grouped` does.
+
+    The stored counts change by increments computed from the member's contribution as
+    read, behind guards that what it was computed from is unchanged: the chat state's
+    version, the pledge's version, status and review, the member's unit and standing. None
+    when this path does not apply or lost a race; the caller then runs `submit`.
+    """
+    writer = _writer(person)
+    state = await chat_state.get_state(session, writer.identity_id)
+    if state is None or state.flow != FLOW or version != state.version:
+        raise Refusal("common/stale_button")
+    pledge = await session.get(Pledge, state.data.get("pledge_id"))
+    if pledge is None or pledge.member_id != writer.owner_id:
+        return None  # the locked path clears the chat's state and refuses
+    if pledge.campaign_id != in_force.campaign.id:
+        return None
+    filing = _decide_filing(writer, pledge, _view(state, pledge, in_force), in_force, at, tz)
+    before = (await tallies.snapshot(session, [pledge.member_id])).get(pledge.member_id)
+    await session.commit()  # the reading is over: no snapshot held while the batch waits
+    year = in_force.campaign.year
+    late = (not filing.on_time) if filing.first else pledge.late
+    was = None if filing.first else (year, _timing(pledge.late), _approved(pledge))
+    after = tallies.after_filing(before, was, (year, _timing(late), False)) if before else None
+    if before is None or after is None:
+        return None
+    writes = [
+        chat_state.clear_write(state),
+        _filed_write(pledge, filing, late, at),
+        _version_write(pledge, filing, at),
+        *tallies.grouped_writes(pledge.member_id, before, after),
+    ]
+    if mark is not None:
+        writes.insert(0, updates.done_write(mark))
+    if not updates.grouped(mark, await batch.apply(writes)):
+        return None
+    return Submitted(
+        version=pledge.current_version + 1,
+        late=late,
+        first=filing.first,
+        last_day=_last_revision_day(pledge.revise_by, in_force.pledge_deadline),
+    )
+
+
+def _timing(late: bool) -> str:
+    return "late" if late else "on_time"
+
+
+def _approved(pledge: Pledge) -> bool:
+    return pledge.review == ReviewDecision.approved
+
+
+def _filed_write(pledge: Pledge, filing: _Filing, late: bool, at: datetime) -> Write:
+    values = {
+        "seen_id": pledge.id,
+        "seen_current_version": pledge.current_version,
+        "seen_status": pledge.status,
+        "seen_review": pledge.review,
+        "new_current_version": pledge.current_version + 1,
+        "new_status": PledgeStatus.submitted,
+        "new_review": None,
+        "new_draft": {},
+        "new_first_submitted_at": at if filing.first else pledge.first_submitted_at,
+        "new_late": late,
+        "new_updated_at": at,
+    }
+    return _filed_statement().bind(values)
+
+
+@functools.cache
+def _filed_statement() -> Prepared:
+    return prepared_update(
+        Pledge.__table__,
+        match=("id", "current_version", "status", "review"),
+        assign=("current_version", "status", "review", "draft", "first_submitted_at", "late",
+                "updated_at"),
+    )
+
+
+def _version_write(pledge: Pledge, filing: _Filing, at: datetime) -> Write:
+    values = {
+        "new_pledge_id": pledge.id,
+        "new_version": pledge.current_version + 1,
+        "new_sections": filing.sections,
+        "new_submitted_at": at,
+        "new_late": not filing.on_time,
+        "new_entered_by_member_id": None,
+    }
+    return _version_statement().bind(values)
+
+
+@functools.cache
+def _version_statement() -> Prepared:
+    return prepared_insert(PledgeVersion.__table__, _VERSION_COLUMNS)
+
+
+_VERSION_COLUMNS = (
+    "pledge_id", "version", "sections", "submitted_at", "late", "entered_by_member_id"
+)
+
+
+def _last_revision_day(revise_by: date | None, deadline: Deadline | None) -> date | None:
+    """After a filing (which clears the officer's decision): the last day a revision is
+    taken, the deadline's, or the later revise-by day an officer set when returning it."""
     last = deadline_rules.last_day(deadline) if deadline else None
-    if last is not None and pledge.revise_by is not None and pledge.review is None:
-        return max(last, pledge.revise_by)
+    if last is not None and revise_by is not None:
+        return max(last, revise_by)
     return last
 
 

@@ -11,10 +11,11 @@ against.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import bindparam, delete, exists
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -32,6 +33,7 @@ from bot.models import (
     UnitPledgeTally,
     UnitTally,
 )
+from bot.write_batch import Prepared, Write, prepared_guard, prepared_increment
 
 ROSTER_FIELDS = ("members", "active", "on_bot")
 PLEDGE_FIELDS = ("on_time", "late", "approved")
@@ -111,6 +113,58 @@ async def apply(
     for contribution in after.values():
         delta.add(contribution, +1)
     await _add(session, delta)
+
+
+Filed = tuple[int, str, bool]  # one entry of Contribution.pledges
+
+
+def after_filing(before: Contribution, was: Filed | None, now: Filed) -> Contribution | None:
+    """The member's contribution once a pledge is filed: its entry `was` (None: not filed
+    before) becomes `now`. None when `was` is not in `before` (read at another moment)."""
+    pledges = list(before.pledges)
+    if was is not None:
+        if was not in pledges:
+            return None
+        pledges.remove(was)
+    return replace(before, pledges=tuple(sorted([*pledges, now])))
+
+
+def grouped_writes(member_id: int, before: Contribution, after: Contribution) -> list[Write]:
+    """`apply` as grouped writes (bot.write_batch): the counts' change from `before` to
+    `after` as increments, behind a guard that the member's unit and standing are still
+    those `before` was read with (what the change was computed from)."""
+    delta = Delta()
+    delta.add(before, -1)
+    delta.add(after, +1)
+    guard = {"seen_id": member_id, "seen_unit_id": before.unit_id, "seen_active": before.active}
+    writes = [_member_guard().bind(guard)]
+    for unit_id, counts in sorted(delta.roster.items()):
+        if any(counts[name] for name in ROSTER_FIELDS):
+            values = {"new_unit_id": unit_id} | {f"new_{n}": counts[n] for n in ROSTER_FIELDS}
+            writes.append(_roster_increment().bind(values))
+    for (unit_id, year), counts in sorted(delta.pledges.items()):
+        if any(counts[name] for name in PLEDGE_FIELDS):
+            values = {"new_unit_id": unit_id, "new_year": year}
+            writes.append(
+                _pledge_increment().bind(values | {f"new_{n}": counts[n] for n in PLEDGE_FIELDS})
+            )
+    return writes
+
+
+@functools.cache
+def _member_guard() -> Prepared:
+    return prepared_guard(Member.__table__, match=("id", "unit_id", "active"))
+
+
+@functools.cache
+def _roster_increment() -> Prepared:
+    return prepared_increment(UnitTally.__table__, keys=("unit_id",), counters=ROSTER_FIELDS)
+
+
+@functools.cache
+def _pledge_increment() -> Prepared:
+    table = UnitPledgeTally.__table__
+    return prepared_increment(table, keys=("unit_id", "year"), counters=PLEDGE_FIELDS)
 
 
 @asynccontextmanager
