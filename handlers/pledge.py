@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
 from telegram import Update
 from telegram.ext import ContextTypes
 
 from bot.services import pledges, updates
+from bot.services.campaigns import CampaignInForce
 from bot.services.errors import Refusal
+from bot.write_batch import WriteBatch
 from handlers.common import Turn, answer_query, keyboard, send, services, show, stacked, turn
 from handlers.topic import campaign_in_force, campaign_or_explain
 
@@ -67,23 +73,46 @@ async def section_text(update: Update, context: ContextTypes.DEFAULT_TYPE, t: Tu
     await send(update, context, text, _step_markup(t, view))
 
 
+@dataclass
+class _Grouped:
+    """A member's turn on a reader, with what SQLite's group commit needs."""
+
+    t: Turn
+    in_force: CampaignInForce
+    batch: WriteBatch
+
+
+@asynccontextmanager
+async def _grouped_turn(
+    update: Update, context: ContextTypes.DEFAULT_TYPE
+) -> AsyncIterator[_Grouped | None]:
+    """A turn for the group-commit path (bot.write_batch), or None where it does not apply:
+    not SQLite, not a joined member on a reader, no campaign in force (the locked path
+    then explains)."""
+    batch = services(context).db.write_batch
+    if batch is None:
+        yield None
+        return
+    async with turn(update, context, reads_only=True, cached_person=False) as t:
+        joined = t.on_reader and t.person.joined
+        in_force = await campaign_in_force(t) if joined else None
+        yield _Grouped(t, in_force, batch) if in_force is not None else None
+
+
 async def grouped_answer(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
     """Typed text on SQLite, tried first as a wizard answer in a group commit; False when
     it is not one (or lost a race), and the router handles it under the write lock."""
     message = update.effective_message
-    batch = services(context).db.write_batch
-    if batch is None or message is None:
+    if message is None:
         return False
-    async with turn(update, context, reads_only=True, cached_person=False) as t:
-        if not t.on_reader or not t.person.joined:
+    async with _grouped_turn(update, context) as grouped:
+        if grouped is None:
             return False
-        in_force = await campaign_in_force(t)
-        if in_force is None:
-            return False
-        now = t.services.clock.now()
+        t = grouped.t
         try:
             view = await pledges.answer_grouped(
-                t.session, batch, t.person, in_force, message.text or "", now, updates.current()
+                t.session, grouped.batch, t.person, grouped.in_force, message.text or "",
+                t.services.clock.now(), updates.current(),
             )
         except Refusal as refusal:
             await send(update, context, t.render(refusal.template, **refusal.context))
@@ -95,30 +124,39 @@ async def grouped_answer(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     return True
 
 
-async def grouped_submit(update: Update, context: ContextTypes.DEFAULT_TYPE, version: int) -> bool:
-    """"Submit" on SQLite, tried first in a group commit; False when this path does not
-    apply (or lost a race), and the button is handled under the write lock."""
-    batch = services(context).db.write_batch
-    if batch is None:
+async def grouped_button(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, action: str, version: int
+) -> bool:
+    """Back, skip or submit on SQLite, tried first in a group commit; False when this path
+    does not apply (or lost a race, or refused), and the button is handled under the write
+    lock, which refuses in the one place refusals are shown."""
+    if action not in {"back", "skip", "submit"}:
         return False
-    async with turn(update, context, reads_only=True, cached_person=False) as t:
-        if not t.on_reader or not t.person.joined:
+    async with _grouped_turn(update, context) as grouped:
+        if grouped is None:
             return False
-        in_force = await campaign_in_force(t)
-        if in_force is None:
-            return False
-        clock = t.services.clock
+        t, clock, mark = grouped.t, grouped.t.services.clock, updates.current()
         try:
-            result = await pledges.submit_grouped(
-                t.session, batch, t.person, in_force, version, clock.now(), clock.tz,
-                updates.current(),
-            )
+            if action == "submit":
+                result = await pledges.submit_grouped(
+                    t.session, grouped.batch, t.person, grouped.in_force, version,
+                    clock.now(), clock.tz, mark,
+                )
+                if result is None:
+                    return False
+                text, markup = t.render("pledge/submitted", result=result), None
+            else:
+                view = await pledges.move_grouped(
+                    t.session, grouped.batch, t.person, grouped.in_force, version,
+                    -1 if action == "back" else 1, clock.now(), mark,
+                )
+                if view is None:
+                    return False
+                text, markup = _render_view(t, view), _step_markup(t, view)
         except Refusal:
-            return False  # refused the same way under the lock, where the state is cleared
-        if result is None:
             return False
         await answer_query(update)
-        await show(update, context, t.render("pledge/submitted", result=result))
+        await show(update, context, text, markup)
     return True
 
 
@@ -127,8 +165,8 @@ async def wizard_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     query = update.callback_query
     assert query is not None and query.data is not None
     parts = query.data.split(":")
-    submitting = len(parts) == 3 and parts[1] == "submit" and parts[2].isdigit()
-    if submitting and await grouped_submit(update, context, int(parts[2])):
+    well_formed = len(parts) == 3 and parts[2].isdigit()
+    if well_formed and await grouped_button(update, context, parts[1], int(parts[2])):
         return
     async with turn(update, context) as t:
         action = parts[1] if len(parts) == 3 else ""

@@ -66,6 +66,24 @@ async def test_members_typing_at_once_each_get_their_own_answer_saved(svc, membe
         assert batches < turns
 
 
+async def _moved_on_while_waiting(svc, act) -> None:
+    """Do `act` while SQLite's one write connection is taken; once its writes wait for
+    their group commit, move the chat's state on (as another device pressing a button
+    would), then let the group commit run."""
+    holder = await svc.db.engine.connect()
+    try:
+        await act
+        for _ in range(200):
+            if svc.db.write_batch.waiting:
+                break
+            await asyncio.sleep(0.02)
+        assert svc.db.write_batch.waiting, "the turn never reached the group commit"
+        await holder.execute(text("UPDATE chatstate SET version = version + 1"))
+        await holder.commit()
+    finally:
+        await holder.close()
+
+
 async def test_an_answer_that_lost_a_race_is_still_saved_once(svc, members):
     """The chat's state moves on (another device pressed a button) after the answer was
     read and before its writes went in: they are refused whole, and the answer is then
@@ -76,18 +94,7 @@ async def test_an_answer_that_lost_a_race_is_still_saved_once(svc, members):
     await say(svc, user, "/pledge")
     async with svc.db.reader() as session:
         opened = (await session.exec(select(ChatState))).one().version
-    holder = await svc.db.engine.connect()  # SQLite's one write connection, taken
-    try:
-        await user.send("Câu trả lời đến giữa lúc trạng thái đổi.")
-        for _ in range(200):
-            if svc.db.write_batch.waiting:
-                break
-            await asyncio.sleep(0.02)
-        assert svc.db.write_batch.waiting, "the answer never reached the group commit"
-        await holder.execute(text("UPDATE chatstate SET version = version + 1"))
-        await holder.commit()
-    finally:
-        await holder.close()
+    await _moved_on_while_waiting(svc, user.send("Câu trả lời đến giữa lúc trạng thái đổi."))
 
     reply = await user.next_reply(timeout=15)
     assert reply.text.startswith("✔️ Đã lưu.")
@@ -219,18 +226,7 @@ async def test_a_filing_that_lost_a_race_leaves_nothing_half_done(svc, members, 
         pytest.skip("the group-commit path is SQLite's")
     user = members[0]
     await _fill(svc, user, 0)
-    holder = await svc.db.engine.connect()  # SQLite's one write connection, taken
-    try:
-        await user.press(label(svc, "submit"))
-        for _ in range(200):
-            if svc.db.write_batch.waiting:
-                break
-            await asyncio.sleep(0.02)
-        assert svc.db.write_batch.waiting, "the filing never reached the group commit"
-        await holder.execute(text("UPDATE chatstate SET version = version + 1"))
-        await holder.commit()
-    finally:
-        await holder.close()
+    await _moved_on_while_waiting(svc, user.press(label(svc, "submit")))
     answer = await user.wait_callback_answer(timeout=15)
     assert answer["show_alert"]  # the stale-button pop-up, from the locked path
     async with svc.db.reader() as session:

@@ -284,30 +284,56 @@ async def answer_grouped(
     the wizard's pledge is not this campaign's, or the chat's state moved on after it was
     read. The caller then runs `answer` under the write lock, which decides afresh.
     """
-    writer = _writer(person)
-    state = await chat_state.get_state(session, writer.identity_id)
-    if state is None or state.flow != FLOW:
+    found = await _own_wizard(session, _writer(person), in_force, None)
+    if found is None:
         return None
-    pledge = await session.get(Pledge, state.data.get("pledge_id"))
-    if pledge is None or pledge.member_id != writer.owner_id:
-        return None
-    if pledge.campaign_id != in_force.campaign.id:
-        return None
+    state, pledge = found
     view = _view(state, pledge, in_force)
     if view.is_review:
         raise Refusal("pledge/use_buttons_on_review")
     cleaned = validate_section_text(text)
     draft = {**pledge.draft, view.sections[state.step]["key"]: cleaned}
-    await session.commit()  # the reading is over: no snapshot held while the batch waits
     writes = [
         chat_state.step_write(state, state.step + 1, state.data, at),
         _draft_write(pledge, draft, at),
     ]
-    if mark is not None:
-        writes.insert(0, updates.done_write(mark))
-    if not updates.grouped(mark, await batch.apply(writes)):
+    if not await _store_grouped(session, batch, mark, writes):
         return None
     return replace(view, step=state.step + 1, version=state.version + 1, answers=draft)
+
+
+async def _own_wizard(
+    session: AsyncSession, writer: Writer, in_force: CampaignInForce, version: int | None
+) -> tuple[ChatState, Pledge] | None:
+    """`_active` for the grouped paths, on a reader, changing nothing: where `_active` would
+    clear a state whose pledge is not this one's, this returns None, and the locked path
+    then does. None too for typed text (`version` None) in no wizard: the router's."""
+    state = await chat_state.get_state(session, writer.identity_id)
+    if state is None or state.flow != writer.flow:
+        if version is None:
+            return None
+        raise Refusal("common/stale_button")
+    if version is not None and version != state.version:
+        raise Refusal("common/stale_button")
+    pledge = await session.get(Pledge, state.data.get("pledge_id"))
+    if pledge is None or pledge.member_id != writer.owner_id:
+        return None
+    if pledge.campaign_id != in_force.campaign.id:
+        return None
+    return state, pledge
+
+
+async def _store_grouped(
+    session: AsyncSession,
+    batch: WriteBatch,
+    mark: updates.UpdateMark | None,
+    writes: list[Write],
+) -> bool:
+    """Hand a turn's writes (after its done mark) to the group commit; whether they went in."""
+    await session.commit()  # the reading is over: no snapshot held while the batch waits
+    if mark is not None:
+        writes = [updates.done_write(mark), *writes]
+    return updates.grouped(mark, await batch.apply(writes))
 
 
 def _draft_write(pledge: Pledge, draft: dict[str, str], at: datetime) -> Write:
@@ -351,6 +377,30 @@ async def move_as(
     )
     await session.commit()
     return _view(state, pledge, in_force)
+
+
+async def move_grouped(
+    session: AsyncSession,
+    batch: WriteBatch,
+    person: Person,
+    in_force: CampaignInForce,
+    version: int,
+    delta: int,
+    at: datetime,
+    mark: updates.UpdateMark | None,
+) -> WizardView | None:
+    """`move` for a member's own wizard in one of SQLite's group commits (as
+    `answer_grouped`); None when this path does not apply or lost a race."""
+    found = await _own_wizard(session, _writer(person), in_force, version)
+    if found is None:
+        return None
+    state, pledge = found
+    view = _view(state, pledge, in_force)
+    step = min(max(state.step + delta, 0), view.total)
+    writes = [chat_state.step_write(state, step, state.data, at)]
+    if not await _store_grouped(session, batch, mark, writes):
+        return None
+    return replace(view, step=step, version=state.version + 1)
 
 
 async def cancel(session: AsyncSession, person: Person) -> bool:
@@ -465,17 +515,12 @@ async def submit_grouped(
     when this path does not apply or lost a race; the caller then runs `submit`.
     """
     writer = _writer(person)
-    state = await chat_state.get_state(session, writer.identity_id)
-    if state is None or state.flow != FLOW or version != state.version:
-        raise Refusal("common/stale_button")
-    pledge = await session.get(Pledge, state.data.get("pledge_id"))
-    if pledge is None or pledge.member_id != writer.owner_id:
-        return None  # the locked path clears the chat's state and refuses
-    if pledge.campaign_id != in_force.campaign.id:
+    found = await _own_wizard(session, writer, in_force, version)
+    if found is None:
         return None
+    state, pledge = found
     filing = _decide_filing(writer, pledge, _view(state, pledge, in_force), in_force, at, tz)
     before = (await tallies.snapshot(session, [pledge.member_id])).get(pledge.member_id)
-    await session.commit()  # the reading is over: no snapshot held while the batch waits
     year = in_force.campaign.year
     late = (not filing.on_time) if filing.first else pledge.late
     was = None if filing.first else (year, _timing(pledge.late), _approved(pledge))
@@ -488,9 +533,7 @@ async def submit_grouped(
         _version_write(pledge, filing, at),
         *tallies.grouped_writes(pledge.member_id, before, after),
     ]
-    if mark is not None:
-        writes.insert(0, updates.done_write(mark))
-    if not updates.grouped(mark, await batch.apply(writes)):
+    if not await _store_grouped(session, batch, mark, writes):
         return None
     return Submitted(
         version=pledge.current_version + 1,
