@@ -97,9 +97,13 @@ def prepared_delete(table: Table, *, match: Sequence[str]) -> Prepared:
     return Prepared.of(delete(table).where(*_matching(table, match)))
 
 
-def prepared_insert(table: Table, columns: Sequence[str]) -> Prepared:
-    """``INSERT INTO table (<columns>)``, bound as ``new_<column>``."""
-    return Prepared.of(insert(table).values({name: _bound(table, "new", name) for name in columns}))
+def prepared_insert(table: Table, columns: Sequence[str], *, if_absent: bool = False) -> Prepared:
+    """``INSERT INTO table (<columns>)``, bound as ``new_<column>``; `if_absent`: a row
+    already there (another turn's) makes it insert nothing (``ON CONFLICT DO NOTHING``)."""
+    values = {name: _bound(table, "new", name) for name in columns}
+    if if_absent:
+        return Prepared.of(sqlite_insert(table).values(values).on_conflict_do_nothing())
+    return Prepared.of(insert(table).values(values))
 
 
 def prepared_increment(table: Table, *, keys: Sequence[str], counters: Sequence[str]) -> Prepared:

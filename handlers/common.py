@@ -58,6 +58,10 @@ def done_marks(svc: Services) -> updates.DoneMarks:
     return marks  # type: ignore[return-value]
 
 
+class NotOnReader(Exception):
+    """A turn asked for on a reader only, for someone the reader cannot serve."""
+
+
 @dataclass
 class Turn:
     """One update being handled: the session, the person, and their language."""
@@ -66,7 +70,6 @@ class Turn:
     person: Person
     locale: str
     services: Services
-    on_reader: bool = False  # a read session: it neither holds nor waits for the write lock
 
     def render(self, name: str, **ctx: Any) -> str:
         return self.services.renderer.text(name, self.locale, **ctx)
@@ -82,6 +85,7 @@ async def turn(
     *,
     reads_only: bool = False,
     cached_person: bool = True,
+    reader_or_nothing: bool = False,
 ) -> AsyncIterator[Turn]:
     """Open a session and load who is writing (recording their chat identity the first time).
 
@@ -90,6 +94,8 @@ async def turn(
     a write (first contact, an unblock) still gets a write session. It takes the person
     from the read cache unless `cached_person` is False (a turn on a read session that
     writes through a group commit: anything that writes reads who is writing afresh).
+    With `reader_or_nothing`, a person the reader cannot serve raises NotOnReader instead:
+    that turn would write (and mark the update done) where the caller means only to try.
     """
     svc = services(context)
     user, chat = update.effective_user, update.effective_chat
@@ -110,9 +116,11 @@ async def turn(
                 if member is not None and person.identity.blocked_at is None:
                     cache.put_person(key, member.id, person, generation)
             if person is not None and person.identity.blocked_at is None:
-                async with _turn(svc, session, person, on_reader=True) as t:
+                async with _turn(svc, session, person) as t:
                     yield t
                 return
+        if reader_or_nothing:
+            raise NotOnReader
     person, looked_up = None, False
     if svc.db.sqlite:
         # SQLite has one write connection and every write turn queues for it: reading who
@@ -161,13 +169,11 @@ async def _person_unless_done(
 
 
 @asynccontextmanager
-async def _turn(
-    svc: Services, session: AsyncSession, person: Person, *, on_reader: bool = False
-) -> AsyncIterator[Turn]:
+async def _turn(svc: Services, session: AsyncSession, person: Person) -> AsyncIterator[Turn]:
     token = _session.set(session)
     try:
         locale = person.identity.locale or svc.settings.locale
-        yield Turn(session, person, locale, svc, on_reader)
+        yield Turn(session=session, person=person, locale=locale, services=svc)
     finally:
         _session.reset(token)
 

@@ -13,7 +13,17 @@ from bot.services import pledges, updates
 from bot.services.campaigns import CampaignInForce
 from bot.services.errors import Refusal
 from bot.write_batch import WriteBatch
-from handlers.common import Turn, answer_query, keyboard, send, services, show, stacked, turn
+from handlers.common import (
+    NotOnReader,
+    Turn,
+    answer_query,
+    keyboard,
+    send,
+    services,
+    show,
+    stacked,
+    turn,
+)
 from handlers.topic import campaign_in_force, campaign_or_explain
 
 
@@ -41,6 +51,8 @@ def _render_view(t: Turn, view: pledges.WizardView) -> str:
 async def pledge(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/pledge, or the "file my pledge" button: open the wizard at the saved step."""
     await answer_query(update)
+    if await _grouped_open(update, context):
+        return
     async with turn(update, context) as t:
         in_force = await campaign_or_explain(update, context, t)
         if in_force is None:
@@ -93,10 +105,36 @@ async def _grouped_turn(
     if batch is None:
         yield None
         return
-    async with turn(update, context, reads_only=True, cached_person=False) as t:
-        joined = t.on_reader and t.person.joined
-        in_force = await campaign_in_force(t) if joined else None
-        yield _Grouped(t, in_force, batch) if in_force is not None else None
+    try:
+        async with turn(
+            update, context, reads_only=True, cached_person=False, reader_or_nothing=True
+        ) as t:
+            in_force = await campaign_in_force(t) if t.person.joined else None
+            yield _Grouped(t, in_force, batch) if in_force is not None else None
+    except NotOnReader:  # someone new, or unblocking: the locked path records them
+        yield None
+
+
+async def _grouped_open(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
+    """/pledge on SQLite, tried first in a group commit; False when this path does not
+    apply (a first pledge, a lost race, a refusal), and it runs under the write lock."""
+    async with _grouped_turn(update, context) as grouped:
+        if grouped is None:
+            return False
+        t, clock = grouped.t, grouped.t.services.clock
+        try:
+            view = await pledges.open_grouped(
+                t.session, grouped.batch, t.person, grouped.in_force, clock.now(), clock.tz,
+                updates.current(),
+            )
+        except Refusal:
+            return False
+        if view is None:
+            return False
+        intro = t.render("pledge/intro", view=view, campaign=grouped.in_force.campaign)
+        await send(update, context, intro)
+        await send(update, context, _render_view(t, view), _step_markup(t, view))
+    return True
 
 
 async def grouped_answer(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:

@@ -29,6 +29,16 @@ async def test_start_without_code_explains_how_to_get_an_invite(svc, bot, emulat
     assert await _rows(svc, Member) == []
 
 
+async def test_a_strangers_first_message_typed_text_is_answered(svc, bot, emulator, union):
+    """Typed text is first tried as a wizard answer on a reader; someone never seen must
+    still be recorded and answered (not dropped as an update already handled)."""
+    stranger = emulator.user(502, first_name="Minh")
+    said = await say(svc, stranger, "Xin chào, tôi muốn đăng ký học tập.")
+    assert said.templates == ["start/no_invite"]
+    said = await say(svc, stranger, "/pledge")
+    assert said.templates == ["common/join_first"]
+
+
 @pytest.mark.parametrize(
     ("setup", "template"),
     [

@@ -11,7 +11,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.models import ChatState
-from bot.write_batch import Prepared, Write, prepared_delete, prepared_update
+from bot.write_batch import Prepared, Write, prepared_delete, prepared_insert, prepared_update
 
 
 async def get_state(session: AsyncSession, identity_id: int) -> ChatState | None:
@@ -91,6 +91,41 @@ def _step_statement() -> Prepared:
         match=("identity_id", "version"),
         assign=("step", "version", "data", "updated_at"),
     )
+
+
+def start_write(
+    state: ChatState | None, identity_id: int, flow: str, data: dict[str, Any], at: datetime
+) -> Write:
+    """`put_state` at step 0 of `flow` as a grouped write: over the state as read (only if
+    no other turn moved it since), or as the chat's first state (only if none appeared)."""
+    values = {
+        "new_identity_id": identity_id,
+        "new_flow": flow,
+        "new_step": 0,
+        "new_version": (state.version if state is not None else 0) + 1,
+        "new_data": dict(data),
+        "new_updated_at": at,
+    }
+    if state is None:
+        return _first_statement().bind(values)
+    return _restart_statement().bind(
+        values | {"seen_identity_id": state.identity_id, "seen_version": state.version}
+    )
+
+
+@functools.cache
+def _first_statement() -> Prepared:
+    return prepared_insert(ChatState.__table__, _STATE_COLUMNS, if_absent=True)
+
+
+@functools.cache
+def _restart_statement() -> Prepared:
+    return prepared_update(
+        ChatState.__table__, match=("identity_id", "version"), assign=_STATE_COLUMNS[1:]
+    )
+
+
+_STATE_COLUMNS = ("identity_id", "flow", "step", "version", "data", "updated_at")
 
 
 def clear_write(state: ChatState) -> Write:

@@ -180,12 +180,8 @@ async def open_as(
     """Open the wizard for `writer`; a paper form is only taken for a pledge not filed yet
     (the caller checked the officer may read and write it)."""
     pledge = await _pledge(session, writer.owner_id, in_force.campaign.id)
-    deadline = in_force.pledge_deadline
-    if pledge is not None and pledge.status == PledgeStatus.submitted:
-        if writer.entered_by is not None:
-            raise Refusal("review/paper_already_filed")
-        if not revision_open(pledge, deadline, at, tz):
-            raise _revise_closed(pledge, deadline)
+    if pledge is not None:
+        _check_open(pledge, writer, in_force.pledge_deadline, at, tz)
     if pledge is None:
         pledge = Pledge(member_id=writer.owner_id, campaign_id=in_force.campaign.id, updated_at=at)
         session.add(pledge)
@@ -205,6 +201,60 @@ async def open_as(
         state = chat_state.put_state(session, state, writer.identity_id, writer.flow, 0, data, at)
     await session.commit()
     return _view(state, pledge, in_force)
+
+
+def _check_open(
+    pledge: Pledge, writer: Writer, deadline: Deadline | None, at: datetime, tz: tzinfo
+) -> None:
+    """A filed pledge opens again as a revision while revisions are taken, never for a
+    paper form."""
+    if pledge.status == PledgeStatus.submitted:
+        if writer.entered_by is not None:
+            raise Refusal("review/paper_already_filed")
+        if not revision_open(pledge, deadline, at, tz):
+            raise _revise_closed(pledge, deadline)
+
+
+async def open_grouped(
+    session: AsyncSession,
+    batch: WriteBatch,
+    person: Person,
+    in_force: CampaignInForce,
+    at: datetime,
+    tz: tzinfo,
+    mark: updates.UpdateMark | None,
+) -> WizardView | None:
+    """`open_wizard` in one of SQLite's group commits (as `answer_grouped`), for a pledge
+    that exists: a new one is created under the lock (its id goes into the chat's state).
+    None when this path does not apply or lost a race."""
+    writer = _writer(person)
+    pledge = await _pledge(session, writer.owner_id, in_force.campaign.id)
+    if pledge is None:
+        return None
+    _check_open(pledge, writer, in_force.pledge_deadline, at, tz)
+    state = await chat_state.get_state(session, writer.identity_id)
+    draft = dict(pledge.draft)
+    if state is not None and state.flow == writer.flow and state.data.get("pledge_id") == pledge.id:
+        step = state.step
+        writes = [chat_state.step_write(state, step, state.data, at)]
+    else:
+        step = 0
+        writes = [chat_state.start_write(state, writer.identity_id, writer.flow,
+                                         {"pledge_id": pledge.id}, at)]
+        if pledge.status == PledgeStatus.submitted and not pledge.draft:
+            draft = await _current_sections(session, pledge)
+            writes.append(_draft_write(pledge, draft, at))
+    if not await _store_grouped(session, batch, mark, writes):
+        return None
+    return WizardView(
+        step=step,
+        total=len(in_force.sections()),
+        version=(state.version if state is not None else 0) + 1,
+        sections=in_force.sections(),
+        answers=draft,
+        deadline=in_force.pledge_deadline,
+        revising=pledge.status == PledgeStatus.submitted,
+    )
 
 
 async def _active(
