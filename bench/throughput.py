@@ -408,7 +408,7 @@ async def bench_backend(backend: str, args) -> dict[str, list[float]]:
             print(f"[{backend}] run {run + 1}: " + ", ".join(row))
         batch = db.write_batch
         if batch is not None and batch.batches:
-            print(f"[{backend}] group commits: {batch.turns} typed answers in {batch.batches} "
+            print(f"[{backend}] group commits: {batch.turns} wizard steps in {batch.batches} "
                   f"transactions, {batch.turns / batch.batches:.1f} per transaction")
     finally:
         await stopped(project)
