@@ -70,45 +70,28 @@ async def clear_state(session: AsyncSession, state: ChatState | None) -> None:
         await session.delete(state)
 
 
-def step_write(state: ChatState, step: int, data: dict[str, Any], at: datetime) -> Write:
-    """`put_state` as a grouped write (bot.write_batch): the chat moves to `step` only if no
-    other turn moved it since `state` was read, which its version tells."""
-    values = {
-        "seen_identity_id": state.identity_id,
-        "seen_version": state.version,
-        "new_step": step,
-        "new_version": state.version + 1,
-        "new_data": dict(data),
-        "new_updated_at": at,
-    }
-    return _step_statement().bind(values)
-
-
-@functools.cache
-def _step_statement() -> Prepared:
-    return prepared_update(
-        ChatState.__table__,
-        match=("identity_id", "version"),
-        assign=("step", "version", "data", "updated_at"),
-    )
-
-
-def start_write(
-    state: ChatState | None, identity_id: int, flow: str, data: dict[str, Any], at: datetime
+def put_write(
+    state: ChatState | None,
+    identity_id: int,
+    flow: str,
+    step: int,
+    data: dict[str, Any],
+    at: datetime,
 ) -> Write:
-    """`put_state` at step 0 of `flow` as a grouped write: over the state as read (only if
-    no other turn moved it since), or as the chat's first state (only if none appeared)."""
+    """`put_state` as a grouped write (bot.write_batch): over the state as read, only if no
+    other turn moved the chat since (its version tells), or as the chat's first state, only
+    if none appeared meanwhile."""
     values = {
         "new_identity_id": identity_id,
         "new_flow": flow,
-        "new_step": 0,
+        "new_step": step,
         "new_version": (state.version if state is not None else 0) + 1,
         "new_data": dict(data),
         "new_updated_at": at,
     }
     if state is None:
         return _first_statement().bind(values)
-    return _restart_statement().bind(
+    return _moved_statement().bind(
         values | {"seen_identity_id": state.identity_id, "seen_version": state.version}
     )
 
@@ -119,10 +102,9 @@ def _first_statement() -> Prepared:
 
 
 @functools.cache
-def _restart_statement() -> Prepared:
-    return prepared_update(
-        ChatState.__table__, match=("identity_id", "version"), assign=_STATE_COLUMNS[1:]
-    )
+def _moved_statement() -> Prepared:
+    columns = [name for name in _STATE_COLUMNS if name != "identity_id"]
+    return prepared_update(ChatState.__table__, match=("identity_id", "version"), assign=columns)
 
 
 _STATE_COLUMNS = ("identity_id", "flow", "step", "version", "data", "updated_at")

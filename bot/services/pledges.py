@@ -236,11 +236,12 @@ async def open_grouped(
     draft = dict(pledge.draft)
     if state is not None and state.flow == writer.flow and state.data.get("pledge_id") == pledge.id:
         step = state.step
-        writes = [chat_state.step_write(state, step, state.data, at)]
+        writes = [chat_state.put_write(state, writer.identity_id, writer.flow, step,
+                                       state.data, at)]
     else:
         step = 0
-        writes = [chat_state.start_write(state, writer.identity_id, writer.flow,
-                                         {"pledge_id": pledge.id}, at)]
+        writes = [chat_state.put_write(state, writer.identity_id, writer.flow, step,
+                                       {"pledge_id": pledge.id}, at)]
         if pledge.status == PledgeStatus.submitted and not pledge.draft:
             draft = await _current_sections(session, pledge)
             writes.append(_draft_write(pledge, draft, at))
@@ -344,7 +345,8 @@ async def answer_grouped(
     cleaned = validate_section_text(text)
     draft = {**pledge.draft, view.sections[state.step]["key"]: cleaned}
     writes = [
-        chat_state.step_write(state, state.step + 1, state.data, at),
+        chat_state.put_write(state, state.identity_id, state.flow, state.step + 1,
+                             state.data, at),
         _draft_write(pledge, draft, at),
     ]
     if not await _store_grouped(session, batch, mark, writes):
@@ -447,7 +449,7 @@ async def move_grouped(
     state, pledge = found
     view = _view(state, pledge, in_force)
     step = min(max(state.step + delta, 0), view.total)
-    writes = [chat_state.step_write(state, step, state.data, at)]
+    writes = [chat_state.put_write(state, state.identity_id, state.flow, step, state.data, at)]
     if not await _store_grouped(session, batch, mark, writes):
         return None
     return replace(view, step=step, version=state.version + 1)
