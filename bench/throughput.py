@@ -38,11 +38,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import cProfile
 import itertools
 import json
 import logging
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -54,8 +56,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import event, insert, select
-from telegram import Update
-from telegram.ext import Application, ApplicationBuilder, MessageHandler, filters
+from telegram import InlineKeyboardMarkup, Update
+from telegram.constants import ParseMode
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    Defaults,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
 from telegram.request import BaseRequest, RequestData
 
 from bot.app import build_application
@@ -90,6 +100,9 @@ class CannedRequest(BaseRequest):
         self._message_ids = itertools.count(1)
         self.last: dict[int, dict[str, Any]] = {}
         self.calls = 0
+        # When a list: each update fed appends a list, and every call goes into the last one
+        # (set only while one user is fed, so the calls are that user's).
+        self.recording: list[list[tuple[str, dict[str, Any]]]] | None = None
 
     async def initialize(self) -> None:
         """Nothing to open."""
@@ -114,6 +127,8 @@ class CannedRequest(BaseRequest):
         self.calls += 1
         endpoint = url.rsplit("/", 1)[-1]
         params = request_data.parameters if request_data is not None else {}
+        if self.recording is not None and endpoint not in ("getMe", "setMyCommands"):
+            self.recording[-1].append((endpoint, dict(params)))
         result: Any = True
         if endpoint == "getMe":
             result = {**BOT_USER, "can_join_groups": True, "can_read_all_group_messages": False,
@@ -159,6 +174,8 @@ class Feeder:
 
     async def _feed(self, payload: dict[str, Any]) -> None:
         payload["update_id"] = next(self._update_ids)
+        if self.request.recording is not None:
+            self.request.recording.append([])
         update = Update.de_json(payload, self.app.bot)
         await self.app.update_processor.process_update(update, self.app.process_update(update))
         self.done += 1
@@ -285,6 +302,70 @@ def echo_application(request: CannedRequest, concurrency: int) -> Application:
     return application
 
 
+def _snake(endpoint: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", endpoint).lower()
+
+
+class Replay:
+    """A bare PTB handler that makes the Bot API calls the project made for one user's mix.
+
+    Recorded from the project's bot, update by update; played back in order per chat, with
+    the keyboards built once. It has no database, no templates and no rules, so it costs what
+    PTB itself costs for those calls and payloads: the ceiling for the project on this
+    transport.
+    """
+
+    def __init__(self, recording: list[list[tuple[str, dict[str, Any]]]], bot) -> None:
+        self.steps = [[self._prepared(endpoint, params, bot) for endpoint, params in calls]
+                      for calls in recording]
+        self.position: dict[int, int] = collections.defaultdict(int)
+
+    @staticmethod
+    def _prepared(endpoint: str, params: dict[str, Any], bot):
+        kwargs = {k: v for k, v in params.items() if k not in ("chat_id", "callback_query_id")}
+        markup = kwargs.get("reply_markup")
+        if isinstance(markup, str):
+            markup = json.loads(markup)
+        if markup is not None:
+            kwargs["reply_markup"] = InlineKeyboardMarkup.de_json(markup, bot)
+        return getattr(bot, _snake(endpoint)), endpoint, kwargs
+
+    async def __call__(self, update: Update, context) -> None:
+        chat_id = update.effective_chat.id
+        n = self.position[chat_id]
+        self.position[chat_id] = n + 1
+        for method, endpoint, kwargs in self.steps[n % len(self.steps)]:
+            if endpoint == "answerCallbackQuery":
+                await method(update.callback_query.id, **kwargs)
+            else:
+                await method(chat_id=chat_id, **kwargs)
+
+
+def replay_application(request: CannedRequest, concurrency: int,
+                       recording: list[list[tuple[str, dict[str, Any]]]]) -> Application:
+    application = (
+        ApplicationBuilder()
+        .token(TOKEN)
+        .request(request)
+        .rate_limiter(LaneRateLimiter(per_bot=RATE))
+        .concurrent_updates(concurrency)
+        .defaults(Defaults(parse_mode=ParseMode.HTML))
+        .build()
+    )
+    application.add_handler(TypeHandler(Update, Replay(recording, application.bot)))
+    return application
+
+
+async def recorded(project: Application, request: CannedRequest, user, uid: int):
+    """The Bot API calls the project makes for each update of one round of `user`'s mix."""
+    request.recording = []
+    try:
+        await run_mix(project, request, user, [uid], 1)
+        return request.recording
+    finally:
+        request.recording = None
+
+
 async def started(application: Application) -> Application:
     await application.initialize()
     if application.post_init:
@@ -382,27 +463,39 @@ async def bench_backend(backend: str, args) -> dict[str, list[float]]:
     concurrency = project.update_processor.max_concurrent_updates
     echo = await started(echo_application(echo_request, concurrency))
     profiles = {mix: cProfile.Profile() for mix in ("topic", "wizard")} if args.profile else {}
-    figures: dict[str, list[float]] = {"echo": [], "topic": [], "wizard": [],
-                                       "topic_statements": [], "wizard_statements": []}
+    figures: dict[str, list[float]] = {
+        "echo": [], "topic": [], "wizard": [], "bare_topic": [], "bare_wizard": [],
+        "topic_statements": [], "wizard_statements": [],
+    }
+    bare: dict[str, Application] = {}
+    bare_requests: dict[str, CannedRequest] = {}
     trips = RoundTrips(db)
     try:
         # Warm up: templates compiled, statements cached, connections opened.
         await run_mix(echo, echo_request, echo_user, uids, 1)
         await run_mix(project, request, topic_user, uids, 1)
         await run_mix(project, request, wizard_user, uids, 1)
+        for mix, user in (("topic", topic_user), ("wizard", wizard_user)):
+            bare_request = CannedRequest()
+            recording = await recorded(project, request, user, uids[0])
+            bare[mix] = await started(replay_application(bare_request, concurrency, recording))
+            bare_requests[mix] = bare_request
+            await run_mix(bare[mix], bare_request, user, uids, 1)
         for run in range(args.runs):
             row = []
             for mix, app, req, user in (
                 ("echo", echo, echo_request, echo_user),
                 ("topic", project, request, topic_user),
+                ("bare_topic", bare["topic"], bare_requests["topic"], topic_user),
                 ("wizard", project, request, wizard_user),
+                ("bare_wizard", bare["wizard"], bare_requests["wizard"], wizard_user),
             ):
                 rate, count, statements = await run_mix(
                     app, req, user, uids, args.rounds, profiles.get(mix),
-                    trips if mix != "echo" else None,
+                    trips if mix in ("topic", "wizard") else None,
                 )
                 figures[mix].append(rate)
-                if mix != "echo":
+                if mix in ("topic", "wizard"):
                     figures[f"{mix}_statements"].append(statements)
                 row.append(f"{mix} {rate:7.0f}/s ({count} updates)")
             print(f"[{backend}] run {run + 1}: " + ", ".join(row))
@@ -413,6 +506,8 @@ async def bench_backend(backend: str, args) -> dict[str, list[float]]:
     finally:
         await stopped(project)
         await stopped(echo)
+        for application in bare.values():
+            await stopped(application)
         await db.dispose()
     for mix, profile in profiles.items():
         out = f"{args.profile}.{backend}.{mix}"
@@ -432,6 +527,9 @@ def summary(backend: str, figures: dict[str, list[float]]) -> None:
         statements = statistics.median(figures[f"{mix}_statements"])
         print(f"  {mix:6s} {value:8.0f} updates/s = {ratio:6.1%} of echo "
               f"({verdict} the {goal:.0%} goal), {statements:.1f} database statements/update")
+        ceiling = statistics.median(figures[f"bare_{mix}"])
+        print(f"    bare PTB replaying the same calls: {ceiling:8.0f} updates/s = "
+              f"{ceiling / echo:6.1%} of echo; the project is at {value / ceiling:6.1%} of it")
 
 
 async def main() -> None:
