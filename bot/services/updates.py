@@ -128,12 +128,11 @@ class DoneMarks:
                 {"channel": channel, "update_id": update_id, "processed_at": at}
                 for (channel, update_id), at in self._flushing.items()
             ]
-            insert = pg_insert if not self.db.sqlite else sqlite_insert
             try:
                 async with self.db.engine.begin() as conn:
-                    await conn.execute(
-                        insert(ProcessedUpdate).values(rows).on_conflict_do_nothing()
-                    )
+                    # One statement for any number of rows (an executemany): its compiled
+                    # form is cached, where a multi-row VALUES was compiled on every flush.
+                    await conn.execute(_insert_marks(self.db.sqlite), rows)
             except Exception:  # a lost read-only mark only risks answering a retry twice
                 logger.warning("could not record %d handled updates", len(rows), exc_info=True)
             else:
@@ -148,6 +147,12 @@ class DoneMarks:
         if self._task is not None and not self._task.done():
             await self._task
         await self.flush()
+
+
+@functools.cache
+def _insert_marks(sqlite: bool):
+    insert = sqlite_insert if sqlite else pg_insert
+    return insert(ProcessedUpdate).on_conflict_do_nothing()
 
 
 async def seen(db: Database, marks: DoneMarks, channel: str, update_id: int) -> bool:
