@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +25,9 @@ from bot.telegram_html import split_message
 logger = logging.getLogger(__name__)
 
 CHANNEL = "telegram"
+# Distinct keyboards kept built (a few hundred bytes each): lessons and menus repeat for
+# every member; the wizard's carry a pledge version, so the oldest are let go.
+KEYBOARDS_KEPT = 2048
 # The session of the update being handled, so a send can end its transaction first.
 _session: ContextVar[AsyncSession | None] = ContextVar("handler_session", default=None)
 
@@ -201,6 +205,13 @@ def button_label(svc: Services, locale: str, key: str) -> str:
 
 def keyboard(rows: list[list[tuple[str, str]]]) -> InlineKeyboardMarkup:
     """Inline keyboard from (label, callback_data) rows."""
+    return _keyboard(tuple(tuple(row) for row in rows))
+
+
+@functools.lru_cache(maxsize=KEYBOARDS_KEPT)
+def _keyboard(rows: tuple[tuple[tuple[str, str], ...], ...]) -> InlineKeyboardMarkup:
+    # PTB's objects are frozen once built, so one keyboard can go with any number of
+    # messages: a lesson's buttons are the same for every member who reads it.
     return InlineKeyboardMarkup(
         [[InlineKeyboardButton(label, callback_data=data) for label, data in row] for row in rows]
     )
