@@ -93,7 +93,12 @@ async def lesson_page(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
         rows = [nav] if nav else []
         if position + 1 == in_force.lesson_count:
             rows.append([(t.label("open_pledge"), "pl:open")])
-        text = t.render(
-            "topic/lesson", lesson=lesson, number=position + 1, total=in_force.lesson_count
+        # A page is the same for every member reading it in that language.
+        text = content_cache(t.services).derived(
+            in_force.campaign.id,
+            ("topic/lesson", position, t.locale),
+            lambda: t.render(
+                "topic/lesson", lesson=lesson, number=position + 1, total=in_force.lesson_count
+            ),
         )
         await show(update, context, text, keyboard(rows))

@@ -10,6 +10,7 @@ Bot API emulator; nothing else is faked.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from datetime import date
 
@@ -22,6 +23,7 @@ from bot.db import asyncpg_dsn
 from bot.models import Member
 from bot.readcache import NOTIFY_CHANNEL, Change, ReadCache
 from bot.services import lifecycle
+from bot.services.campaigns import apply_campaign
 from bot.settings import Settings
 from handlers.common import read_cache
 from tests import factories
@@ -88,6 +90,31 @@ async def test_a_lesson_press_after_the_first_asks_the_database_nothing(svc, bot
     assert said.templates == ["topic/lesson"]
     assert (await press(svc, lan, label(svc, "next"))).templates == ["topic/lesson"]
     assert counted.seen == []
+
+
+async def test_a_lesson_edited_and_applied_again_reaches_the_next_press(svc, bot, lan, union):
+    """A page is rendered once per language and kept with the campaign's content; applying
+    the campaign again with an edited lesson replaces both, in this process at once."""
+    await wait_listening(svc)
+    await say(svc, lan, "/topic")
+    first = await press(svc, lan, label(svc, "lesson_first"))
+    spec = svc.catalog.campaigns["binh-thuan-2024"]
+    lesson = spec.lessons[0]
+    edited_body = lesson.body.model_copy(update={"vi": "Bài đã được Ban Thường vụ sửa lại."})
+    edited = spec.model_copy(
+        update={"lessons": (lesson.model_copy(update={"body": edited_body}), *spec.lessons[1:])}
+    )
+    catalog = dataclasses.replace(
+        svc.catalog, campaigns={**svc.catalog.campaigns, spec.id: edited}
+    )
+    assert "Ban Thường vụ sửa lại" not in first.messages[0].text
+    async with svc.db.session() as session:
+        await apply_campaign(session, catalog, spec.id, union.province, svc.clock.now())
+        await session.commit()
+    await say(svc, lan, "/topic")
+    again = await press(svc, lan, label(svc, "lesson_first"))
+    assert again.templates == ["topic/lesson"]
+    assert "Ban Thường vụ sửa lại" in again.messages[0].text
 
 
 async def test_a_member_deactivated_in_this_process_is_told_at_once(svc, bot, lan, lan_member):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -17,6 +18,8 @@ from bot.services.units import ancestor_ids
 if TYPE_CHECKING:
     from bot.catalog import Catalog
     from bot.readcache import ReadCache
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,20 @@ class ContentCache:
         default_factory=dict
     )
     by_campaign: dict[int, tuple[int, object]] = field(default_factory=dict)
+    # Values computed from one entry's content alone (a lesson page rendered in a
+    # language), dropped with the entry when the campaign is applied again.
+    derived_values: dict[tuple[int, object], dict[Hashable, Any]] = field(default_factory=dict)
+
+    def derived(self, campaign_id: int, key: Hashable, build: Callable[[], T]) -> T:
+        """`build()`, kept while the campaign's cached content stands; built afresh (and
+        not kept) when the campaign is not cached."""
+        entry_key = self.by_campaign.get(campaign_id)
+        if entry_key is None or entry_key not in self.entries:
+            return build()
+        values = self.derived_values.setdefault(entry_key, {})
+        if key not in values:
+            values[key] = build()
+        return values[key]
 
 
 async def in_force_for_unit(
@@ -233,6 +250,7 @@ async def in_force_for_unit(
             old = cache.by_campaign.pop(campaign_id, None)
             if old is not None:
                 cache.entries.pop(old, None)
+                cache.derived_values.pop(old, None)
             entry = cache.entries[key] = (in_force, {x.position: x for x in lessons.all()})
             cache.by_campaign[campaign_id] = key
         return entry[0]
