@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -95,16 +92,15 @@ class Database:
         # PostgreSQL has many connections and no such queue.
         self.write_batch = WriteBatch(self) if self.sqlite else None
 
-    @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session for a unit of work; the service it is handed to commits."""
-        async with self._sessions() as session:
-            yield session
+    def session(self) -> AsyncSession:
+        """A session for a unit of work (`async with db.session() as session`); the service
+        it is handed to commits."""
+        return self._sessions()
 
-    @asynccontextmanager
-    async def reader(self) -> AsyncIterator[AsyncSession]:
-        async with self._readers() as session:
-            yield session
+    def reader(self) -> AsyncSession:
+        """A session on the read engine (`async with db.reader() as session`). The session
+        is its own context manager: a wrapper would cost every read-only update a frame."""
+        return self._readers()
 
     async def analyze(self) -> None:
         """Refresh SQLite's planner statistics.

@@ -120,8 +120,11 @@ async def turn(
                 if member is not None and person.identity.blocked_at is None:
                     cache.put_person(key, member.id, person, generation)
             if person is not None and person.identity.blocked_at is None:
-                async with _turn(svc, session, person) as t:
-                    yield t
+                token = _session.set(session)
+                try:
+                    yield _new_turn(svc, session, person)
+                finally:
+                    _session.reset(token)
                 return
         if reader_or_nothing:
             raise NotOnReader
@@ -141,8 +144,11 @@ async def turn(
             person = await load_person(
                 session, CHANNEL, str(user.id), str(chat.id), svc.clock.now()
             )
-        async with _turn(svc, session, person) as t:
-            yield t
+        token = _session.set(session)
+        try:
+            yield _new_turn(svc, session, person)
+        finally:
+            _session.reset(token)
 
 
 def _attach(session: AsyncSession, person: Person) -> None:
@@ -172,14 +178,10 @@ async def _person_unless_done(
     return person
 
 
-@asynccontextmanager
-async def _turn(svc: Services, session: AsyncSession, person: Person) -> AsyncIterator[Turn]:
-    token = _session.set(session)
-    try:
-        locale = person.identity.locale or svc.settings.locale
-        yield Turn(session=session, person=person, locale=locale, services=svc)
-    finally:
-        _session.reset(token)
+def _new_turn(svc: Services, session: AsyncSession, person: Person) -> Turn:
+    # Not a context manager of its own: a nested one costs every update a generator.
+    locale = person.identity.locale or svc.settings.locale
+    return Turn(session=session, person=person, locale=locale, services=svc)
 
 
 async def end_transaction() -> None:
