@@ -60,14 +60,14 @@ async def _ensure_database(url: str) -> None:
     import asyncpg
     from sqlalchemy.engine import make_url
 
-    from bot.db import asyncpg_dsn
+    from bot.db import asyncpg_connect_args
 
     name = make_url(url).database
     try:
-        conn = await asyncpg.connect(asyncpg_dsn(url), timeout=3)
+        conn = await asyncpg.connect(**asyncpg_connect_args(url), timeout=3)
     except asyncpg.InvalidCatalogNameError:
         admin = await asyncpg.connect(
-            asyncpg_dsn(str(make_url(url).set(database="postgres"))), timeout=3
+            **asyncpg_connect_args(str(make_url(url).set(database="postgres"))), timeout=3
         )
         try:
             await admin.execute(f'CREATE DATABASE "{name}"')

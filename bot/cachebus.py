@@ -16,7 +16,7 @@ import logging
 
 import asyncpg
 
-from bot.db import asyncpg_dsn
+from bot.db import asyncpg_connect_args
 from bot.readcache import NOTIFY_CHANNEL, Change, ReadCache
 
 logger = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ _CONNECT_TIMEOUT = 5.0
 
 class CacheBus:
     def __init__(self, url: str, cache: ReadCache, *, check_seconds: float = 5.0) -> None:
-        self._dsn = asyncpg_dsn(url)
+        self._connect_args = asyncpg_connect_args(url)
         self.cache = cache
         self.check_seconds = check_seconds
         self._conn: asyncpg.Connection | None = None
@@ -54,7 +54,7 @@ class CacheBus:
 
     async def _connect(self) -> bool:
         try:
-            conn = await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT)
+            conn = await asyncpg.connect(**self._connect_args, timeout=_CONNECT_TIMEOUT)
             await conn.add_listener(NOTIFY_CHANNEL, self._heard)
         except (TimeoutError, OSError, asyncpg.PostgresError) as error:
             logger.warning("cache listener cannot connect (%s); cache off", type(error).__name__)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -138,16 +140,35 @@ class Database:
             await self.read_engine.dispose()
 
 
-def asyncpg_dsn(url: str) -> str:
-    """A SQLAlchemy PostgreSQL URL as a plain DSN for asyncpg's own connections.
+# Options of SQLAlchemy's asyncpg dialect itself; everything else in the URL's query is
+# handed to asyncpg.connect, as the engine does.
+_DIALECT_ONLY_OPTIONS = (
+    "prepared_statement_cache_size",
+    "prepared_statement_name_func",
+    "async_fallback",
+    "async_creator_fn",
+)
 
-    The leader lock and the shared rate limiter talk to PostgreSQL directly: one statement
-    each, on a connection they keep, without the ORM's session machinery in between.
+
+def asyncpg_connect_args(url: str) -> dict[str, Any]:
+    """The keyword arguments of `asyncpg.connect` for a SQLAlchemy PostgreSQL URL, taken
+    from the URL as SQLAlchemy's engine takes them (host, port, user, password, database,
+    and the query's options such as `ssl`).
+
+    The leader lock, the shared rate limiter and the cache listener talk to PostgreSQL
+    directly: one statement each, on a connection they keep. A DSN would hand asyncpg the
+    engine's own options (`prepared_statement_cache_size=0`, usual behind PgBouncer) as
+    server settings, which PostgreSQL refuses.
     """
+    from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+
     parsed = make_url(url)
     if parsed.get_backend_name() != "postgresql":
         raise ValueError("not a PostgreSQL URL")
-    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    _, kwargs = PGDialect_asyncpg().create_connect_args(parsed)
+    for option in _DIALECT_ONLY_OPTIONS:
+        kwargs.pop(option, None)
+    return kwargs
 
 
 # Every process that writes (the bot, the command line, a migration's data step) must tell

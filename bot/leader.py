@@ -41,7 +41,7 @@ from typing import Protocol
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from bot.db import asyncpg_dsn, is_sqlite
+from bot.db import asyncpg_connect_args, is_sqlite
 
 __all__ = [
     "DEFAULT_KEY",
@@ -88,7 +88,7 @@ class PostgresLock:
     """``pg_try_advisory_lock`` on a connection of its own, held while leading."""
 
     def __init__(self, url: str, key: int = DEFAULT_KEY, *, timeout: float = _CONNECT_TIMEOUT):
-        self._dsn = asyncpg_dsn(url)
+        self._connect_args = asyncpg_connect_args(url)
         self.key = key
         self.timeout = timeout
         self._conn: asyncpg.Connection | None = None
@@ -96,7 +96,7 @@ class PostgresLock:
     async def try_acquire(self) -> bool:
         if self._conn is None or self._conn.is_closed():
             self._conn = await asyncpg.connect(
-                self._dsn, timeout=self.timeout, server_settings=_SERVER_KEEPALIVE
+                **self._connect_args, timeout=self.timeout, server_settings=_SERVER_KEEPALIVE
             )
         try:
             got = await self._conn.fetchval(

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import asyncpg
 
-from bot.db import asyncpg_dsn
+from bot.db import asyncpg_connect_args
 from bot.ratelimit import LaneRateLimiter
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ class PostgresRateStore:
     """
 
     def __init__(self, url: str, prefix: str = "", *, timeout: float = 0.5) -> None:
-        self._dsn = asyncpg_dsn(url)
+        self._connect_args = asyncpg_connect_args(url)
         self.prefix = prefix
         self.timeout = timeout
         self._pool: asyncpg.Pool | None = None
@@ -165,7 +165,7 @@ class PostgresRateStore:
             if self._pool is not None:
                 return
             pool = await asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=2, timeout=max(self.timeout, 2.0)
+                **self._connect_args, min_size=1, max_size=2, timeout=max(self.timeout, 2.0)
             )
             try:
                 async with pool.acquire() as conn:

@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bot.db import asyncpg_dsn
+from bot.db import asyncpg_connect_args
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,7 +22,7 @@ async def postgres_url_or_skip() -> str:
         print("skipped: TEST_DATABASE_URL does not name a PostgreSQL database")
         pytest.skip("TEST_DATABASE_URL does not name a PostgreSQL database")
     try:
-        conn = await asyncpg.connect(asyncpg_dsn(url), timeout=3)
+        conn = await asyncpg.connect(**asyncpg_connect_args(url), timeout=3)
     except (OSError, asyncpg.PostgresError) as error:
         print(f"skipped: PostgreSQL unreachable ({type(error).__name__})")
         pytest.skip(f"PostgreSQL unreachable ({type(error).__name__})")

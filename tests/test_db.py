@@ -10,9 +10,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlmodel import select
 
+from bot.db import asyncpg_connect_args
+from bot.leader import PostgresLock
 from bot.models import ChatIdentity, ProcessedUpdate
 from bot.services import updates
 from bot.services.people import load_person
+from tests.services import postgres_url_or_skip
 
 
 async def test_sqlite_uses_wal_and_a_busy_timeout(db):
@@ -223,3 +226,34 @@ async def test_a_sqlite_transaction_that_starts_with_a_stream_still_holds_the_wr
         await session.commit()
     async with db.reader() as session:
         assert (await session.get(ProcessedUpdate, ("t", 9))) is not None
+
+
+def test_direct_postgresql_connections_take_the_url_as_the_engine_does():
+    """The leader lock, the rate store and the cache listener connect with the engine's
+    URL: its options reach asyncpg, and the dialect's own are not sent to PostgreSQL."""
+    url = (
+        "postgresql+asyncpg://bot:s%40crét@db.example:6432/union"
+        "?ssl=require&prepared_statement_cache_size=0"
+    )
+    assert asyncpg_connect_args(url) == {
+        "host": "db.example",
+        "port": 6432,
+        "user": "bot",
+        "password": "s@crét",
+        "database": "union",
+        "ssl": "require",
+    }
+    with pytest.raises(ValueError):
+        asyncpg_connect_args("sqlite+aiosqlite:///chuyende.db")
+
+
+async def test_the_leader_lock_connects_with_an_engine_only_option_in_the_url():
+    """Behind PgBouncer the URL carries `prepared_statement_cache_size=0`; as a DSN, asyncpg
+    sent it to PostgreSQL as a setting it does not know, and no process could lead."""
+    url = await postgres_url_or_skip()
+    sep = "&" if "?" in url else "?"
+    lock = PostgresLock(f"{url}{sep}prepared_statement_cache_size=0", key=7_340_001)
+    try:
+        assert await lock.try_acquire()
+    finally:
+        await lock.release()

@@ -19,7 +19,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bot.db import asyncpg_dsn
+from bot.db import asyncpg_connect_args
 from bot.leader import FileLock, Leadership, PostgresLock, ProcessLock, lock_for_database
 from tests.services import postgres_url_or_skip
 
@@ -168,7 +168,7 @@ async def test_a_leader_cut_off_from_postgresql_steps_down_and_another_leads(key
     assert first.is_leader and not second.is_leader
     assert isinstance(first.lock, PostgresLock) and first.lock.backend_pid is not None
 
-    admin = await asyncpg.connect(asyncpg_dsn(url))
+    admin = await asyncpg.connect(**asyncpg_connect_args(url))
     try:  # what a network cut or a server restart does to the leader's session
         assert await admin.fetchval("SELECT pg_terminate_backend($1)", first.lock.backend_pid)
     finally:

@@ -19,7 +19,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import event
 
-from bot.db import asyncpg_dsn
+from bot.db import asyncpg_connect_args
 from bot.models import Member
 from bot.readcache import NOTIFY_CHANNEL, Change, ReadCache
 from bot.services import lifecycle
@@ -173,7 +173,7 @@ async def test_a_change_made_while_the_listener_was_cut_is_not_hidden(
     await say(svc, lan, "/topic")
     bus = svc.extras["cache_bus"]
     connected = bus.connections
-    conn = await asyncpg.connect(asyncpg_dsn(svc.db.url))
+    conn = await asyncpg.connect(**asyncpg_connect_args(svc.db.url))
     try:  # cut the listener's connection, as a network failure or an operator would
         assert bus.backend_pid is not None
         await conn.execute("SELECT pg_terminate_backend($1)", bus.backend_pid)
@@ -208,7 +208,7 @@ async def test_an_unreadable_notification_clears_the_cache(svc, bot, lan):
     await say(svc, lan, "/topic")
     cache = read_cache(svc)
     assert cache.person(("telegram", str(USER))) is not None
-    conn = await asyncpg.connect(asyncpg_dsn(svc.db.url))
+    conn = await asyncpg.connect(**asyncpg_connect_args(svc.db.url))
     try:
         await conn.execute("SELECT pg_notify($1, 'not json {')", NOTIFY_CHANNEL)
     finally:
