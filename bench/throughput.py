@@ -286,18 +286,22 @@ async def run_mix(application: Application, request: CannedRequest, user, uids, 
 # -- the applications ------------------------------------------------------------------------
 
 
-def echo_application(request: CannedRequest, concurrency: int) -> Application:
-    async def echo(update: Update, context) -> None:
-        await context.bot.send_message(update.effective_chat.id, update.effective_message.text)
-
-    application = (
+def bare_builder(request: CannedRequest, concurrency: int) -> ApplicationBuilder:
+    """A bare PTB Application on the canned transport, with the project's rate limiter."""
+    return (
         ApplicationBuilder()
         .token(TOKEN)
         .request(request)
         .rate_limiter(LaneRateLimiter(per_bot=RATE))
         .concurrent_updates(concurrency)
-        .build()
     )
+
+
+def echo_application(request: CannedRequest, concurrency: int) -> Application:
+    async def echo(update: Update, context) -> None:
+        await context.bot.send_message(update.effective_chat.id, update.effective_message.text)
+
+    application = bare_builder(request, concurrency).build()
     application.add_handler(MessageHandler(filters.TEXT, echo))
     return application
 
@@ -344,13 +348,7 @@ class Replay:
 def replay_application(request: CannedRequest, concurrency: int,
                        recording: list[list[tuple[str, dict[str, Any]]]]) -> Application:
     application = (
-        ApplicationBuilder()
-        .token(TOKEN)
-        .request(request)
-        .rate_limiter(LaneRateLimiter(per_bot=RATE))
-        .concurrent_updates(concurrency)
-        .defaults(Defaults(parse_mode=ParseMode.HTML))
-        .build()
+        bare_builder(request, concurrency).defaults(Defaults(parse_mode=ParseMode.HTML)).build()
     )
     application.add_handler(TypeHandler(Update, Replay(recording, application.bot)))
     return application
