@@ -120,11 +120,8 @@ async def turn(
                 if member is not None and person.identity.blocked_at is None:
                     cache.put_person(key, member.id, person, generation)
             if person is not None and person.identity.blocked_at is None:
-                token = _session.set(session)
-                try:
+                with _HandlingIn(session):
                     yield _new_turn(svc, session, person)
-                finally:
-                    _session.reset(token)
                 return
         if reader_or_nothing:
             raise NotOnReader
@@ -144,11 +141,8 @@ async def turn(
             person = await load_person(
                 session, CHANNEL, str(user.id), str(chat.id), svc.clock.now()
             )
-        token = _session.set(session)
-        try:
+        with _HandlingIn(session):
             yield _new_turn(svc, session, person)
-        finally:
-            _session.reset(token)
 
 
 def _attach(session: AsyncSession, person: Person) -> None:
@@ -179,9 +173,23 @@ async def _person_unless_done(
 
 
 def _new_turn(svc: Services, session: AsyncSession, person: Person) -> Turn:
-    # Not a context manager of its own: a nested one costs every update a generator.
     locale = person.identity.locale or svc.settings.locale
     return Turn(session=session, person=person, locale=locale, services=svc)
+
+
+class _HandlingIn:
+    """The session of the update being handled, for `end_transaction`, while in the block.
+
+    A class, not a generator-based context manager: every update enters one."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    def __enter__(self) -> None:
+        self._token = _session.set(self._session)
+
+    def __exit__(self, *_exc: object) -> None:
+        _session.reset(self._token)
 
 
 async def end_transaction() -> None:
