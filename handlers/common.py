@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, TelegramObject, Update
 from telegram.error import BadRequest
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
@@ -213,23 +214,55 @@ def button_label(svc: Services, locale: str, key: str) -> str:
     return cache[locale][key]
 
 
-def keyboard(rows: list[list[tuple[str, str]]]) -> InlineKeyboardMarkup:
+@dataclass(frozen=True, slots=True)
+class Keyboard:
+    """An inline keyboard as the Bot API takes it, serialized once."""
+
+    json: str
+
+
+# What a reply may carry: an inline keyboard from `keyboard`, or one of PTB's markups (the
+# reply keyboard that asks for a phone number, its removal).
+Markup = Keyboard | TelegramObject | None
+
+
+def keyboard(rows: list[list[tuple[str, str]]]) -> Keyboard:
     """Inline keyboard from (label, callback_data) rows."""
     return _keyboard(tuple(tuple(row) for row in rows))
 
 
 @functools.lru_cache(maxsize=KEYBOARDS_KEPT)
-def _keyboard(rows: tuple[tuple[tuple[str, str], ...], ...]) -> InlineKeyboardMarkup:
-    # PTB's objects are frozen once built, so one keyboard can go with any number of
-    # messages: a lesson's buttons are the same for every member who reads it.
-    return InlineKeyboardMarkup(
+def _keyboard(rows: tuple[tuple[tuple[str, str], ...], ...]) -> Keyboard:
+    # A lesson's buttons are the same for every member who reads it: built and serialized
+    # once, where PTB would turn the objects into a dict and the dict into JSON every send.
+    markup = InlineKeyboardMarkup(
         [[InlineKeyboardButton(label, callback_data=data) for label, data in row] for row in rows]
     )
+    return Keyboard(json.dumps(markup.to_dict()))
+
+
+async def _post(bot: Bot, endpoint: str, data: dict[str, Any]) -> None:
+    """One Bot API call of a reply, whose answer is not read.
+
+    PTB's named methods parse every answer into a `Message` (with its chat, sender and
+    keyboard), and on a lesson press that parse was the largest single cost of the update
+    (bench/README); no handler reads it. `Bot._post` is the path every named method takes
+    (the bot's Defaults, the rate limiter, the request, the same errors), less the parse.
+    It is PTB's internal, so it is called from this one place; `do_api_request`, the public
+    way, warns for every endpoint PTB names.
+    """
+    await bot._post(endpoint, data)
+
+
+def _reply_fields(bot: Bot, text: str, reply_markup: Markup) -> dict[str, Any]:
+    markup = reply_markup.json if isinstance(reply_markup, Keyboard) else reply_markup
+    parse_mode = bot.defaults.parse_mode if getattr(bot, "defaults", None) else None
+    return {"text": text, "parse_mode": parse_mode, "reply_markup": markup}
 
 
 async def send(
-    update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, reply_markup: Any = None
-) -> Message:
+    update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, reply_markup: Markup = None
+) -> None:
     """Send to the chat the update came from, split under Telegram's 4096 characters.
 
     The keyboard goes with the last part, under the text it belongs to.
@@ -238,14 +271,10 @@ async def send(
     assert chat is not None
     await end_transaction()
     parts = split_message(text)
-    message = None
     for index, part in enumerate(parts):
         last = index == len(parts) - 1
-        message = await context.bot.send_message(
-            chat.id, part, reply_markup=reply_markup if last else None
-        )
-    assert message is not None
-    return message
+        fields = _reply_fields(context.bot, part, reply_markup if last else None)
+        await _post(context.bot, "sendMessage", {"chat_id": chat.id, **fields})
 
 
 def stacked(*texts: str) -> str:
@@ -255,20 +284,31 @@ def stacked(*texts: str) -> str:
     return "\n\n".join(texts)
 
 
+# Answers to an edit that mean the message is no longer there to edit: a new one is sent.
+_GONE = ("message to edit not found", "message can't be edited")
+
+
 async def show(
-    update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, reply_markup: Any = None
+    update: Update, context: ContextTypes.DEFAULT_TYPE, text: str, reply_markup: Markup = None
 ) -> None:
     """Answer a button by editing its message in place, or send a new one otherwise."""
     query = update.callback_query
     await end_transaction()
-    if query is not None and query.message is not None and len(split_message(text)) == 1:
+    message = query.message if query is not None else None
+    if message is not None and len(split_message(text)) == 1:
+        fields = _reply_fields(context.bot, text, reply_markup)
         try:
-            await query.edit_message_text(text, reply_markup=reply_markup)
+            await _post(
+                context.bot,
+                "editMessageText",
+                {"chat_id": message.chat.id, "message_id": message.message_id, **fields},
+            )
             return
         except BadRequest as error:
-            if "not modified" in str(error).lower():
+            said = str(error).lower()
+            if "not modified" in said:
                 return
-            if "message to edit not found" not in str(error).lower():
+            if not any(gone in said for gone in _GONE):
                 raise
     await send(update, context, text, reply_markup)
 
@@ -276,8 +316,10 @@ async def show(
 async def answer_query(update: Update, text: str | None = None, alert: bool = False) -> None:
     """Every pressed button is acknowledged, or the phone keeps spinning."""
     await end_transaction()
-    if update.callback_query is not None:
-        await update.callback_query.answer(text, show_alert=alert)
+    query = update.callback_query
+    if query is not None:
+        data = {"callback_query_id": query.id, "text": text, "show_alert": alert}
+        await _post(query.get_bot(), "answerCallbackQuery", data)
 
 
 async def staff_flow_button(
