@@ -53,17 +53,21 @@ async def topic(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if in_force is None:
             return
         today = t.services.clock.today()
-        ahead = campaigns.upcoming(in_force, today)
         rows = []
         if in_force.lesson_count:
             rows.append([(t.label("lesson_first"), "tp:0")])
         rows.append([(t.label("open_pledge"), "pl:open")])
-        text = t.render(
-            "topic/overview",
-            campaign=in_force.campaign,
-            owner=in_force.unit,
-            ahead=ahead,
-            lesson_count=in_force.lesson_count,
+        # The overview is the same for every member of the campaign that day, in a language.
+        text = content_cache(t.services).derived(
+            in_force.campaign.id,
+            ("topic/overview", today, t.locale),
+            lambda: t.render(
+                "topic/overview",
+                campaign=in_force.campaign,
+                owner=in_force.unit,
+                ahead=campaigns.upcoming(in_force, today),
+                lesson_count=in_force.lesson_count,
+            ),
         )
         await send(update, context, text, keyboard(rows))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import pytest
 from sqlmodel import select
@@ -32,6 +33,17 @@ async def test_topic_shows_the_year_the_term_and_the_deadlines_ahead(svc, lan):
     # On 5/4/2024 the study month (March) is over; the pledge and the reports are ahead.
     assert "trước ngày 10/4/2024 (còn 4 ngày)" in text
     assert "chậm nhất ngày 6/5/2024" in text and "31/3/2024" not in text
+
+
+async def test_the_overview_counts_the_days_afresh_each_day(svc, lan):
+    """The overview is kept once per day for everyone: the next day's counts are new."""
+    assert "(còn 4 ngày)" in (await say(svc, lan, "/topic")).text
+    assert "(còn 4 ngày)" in (await say(svc, lan, "/topic")).text
+    svc.clock.advance(timedelta(days=1))
+    text = (await say(svc, lan, "/topic")).text
+    assert "trước ngày 10/4/2024 (còn 3 ngày)" in text and "còn 4 ngày" not in text
+    svc.clock.advance(timedelta(days=5))  # 11/4: the pledge deadline is behind
+    assert "10/4/2024" not in (await say(svc, lan, "/topic")).text
 
 
 async def test_lessons_page_with_buttons_and_end_with_the_pledge(svc, lan):
