@@ -30,7 +30,9 @@ CHANNEL = "telegram"
 # every member; the wizard's carry a pledge version, so the oldest are let go.
 KEYBOARDS_KEPT = 2048
 # The session of the update being handled, so a send can end its transaction first.
-_session: ContextVar[AsyncSession | None] = ContextVar("handler_session", default=None)
+_session: ContextVar[AsyncSession | LazyReader | None] = ContextVar(
+    "handler_session", default=None
+)
 
 
 def services(context: ContextTypes.DEFAULT_TYPE) -> Services:
@@ -67,14 +69,40 @@ class NotOnReader(Exception):
     """A turn asked for on a reader only, for someone the reader cannot serve."""
 
 
+class LazyReader:
+    """A read session opened on first use: a turn answered from the caches (a lesson page
+    for a member already known) opens none, where opening and closing one cost it more
+    than anything else the project does for it (bench/README)."""
+
+    __slots__ = ("_db", "opened")
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+        self.opened: AsyncSession | None = None
+
+    def session(self) -> AsyncSession:
+        if self.opened is None:
+            self.opened = self._db.reader()
+        return self.opened
+
+    async def close(self) -> None:
+        if self.opened is not None:
+            await self.opened.close()
+
+
 @dataclass
 class Turn:
     """One update being handled: the session, the person, and their language."""
 
-    session: AsyncSession
+    source: AsyncSession | LazyReader
     person: Person
     locale: str
     services: Services
+
+    @property
+    def session(self) -> AsyncSession:
+        source = self.source
+        return source.session() if isinstance(source, LazyReader) else source
 
     def render(self, name: str, **ctx: Any) -> str:
         return self.services.renderer.text(name, self.locale, **ctx)
@@ -113,6 +141,14 @@ async def turn(
         # A cached person has no database check of the update: the guard dropped a
         # redelivery this process handled (DoneMarks), and one handled elsewhere is at worst
         # a lesson shown twice.
+        if person is not None and person.identity.blocked_at is None:
+            reader = LazyReader(svc.db)
+            try:
+                with _HandlingIn(reader):
+                    yield _new_turn(svc, reader, person)
+            finally:
+                await reader.close()
+            return
         generation = cache.generation()
         async with svc.db.reader() as session:
             if person is None:
@@ -173,9 +209,9 @@ async def _person_unless_done(
     return person
 
 
-def _new_turn(svc: Services, session: AsyncSession, person: Person) -> Turn:
+def _new_turn(svc: Services, source: AsyncSession | LazyReader, person: Person) -> Turn:
     locale = person.identity.locale or svc.settings.locale
-    return Turn(session=session, person=person, locale=locale, services=svc)
+    return Turn(source=source, person=person, locale=locale, services=svc)
 
 
 class _HandlingIn:
@@ -183,7 +219,7 @@ class _HandlingIn:
 
     A class, not a generator-based context manager: every update enters one."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession | LazyReader) -> None:
         self._session = session
 
     def __enter__(self) -> None:
@@ -202,6 +238,8 @@ async def end_transaction() -> None:
     closes reads.
     """
     session = _session.get()
+    if isinstance(session, LazyReader):
+        session = session.opened
     if session is not None and session.in_transaction():
         await session.commit()
 
