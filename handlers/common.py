@@ -80,10 +80,12 @@ class LazyReader:
         self._db = db
         self.opened: AsyncSession | None = None
 
-    def session(self) -> AsyncSession:
+    def __getattr__(self, name: str) -> Any:
+        # Anything a service asks of the session (exec, get, scalars...) opens it: a
+        # service that finds what it needs in a cache never touches it.
         if self.opened is None:
             self.opened = self._db.reader()
-        return self.opened
+        return getattr(self.opened, name)
 
     async def close(self) -> None:
         if self.opened is not None:
@@ -101,8 +103,7 @@ class Turn:
 
     @property
     def session(self) -> AsyncSession:
-        source = self.source
-        return source.session() if isinstance(source, LazyReader) else source
+        return self.source  # type: ignore[return-value]  # a LazyReader stands in for one
 
     def render(self, name: str, **ctx: Any) -> str:
         return self.services.renderer.text(name, self.locale, **ctx)
