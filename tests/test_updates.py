@@ -251,3 +251,29 @@ def test_a_retention_telegram_could_outlast_is_refused(hours):
     assert "CHUYENDE_DEDUPE_RETENTION_HOURS" in str(refused.value)
     accepted = Settings(CHUYENDE_DEDUPE_RETENTION_HOURS="25", _env_file=None)
     assert accepted.dedupe_retention_hours == 25
+
+
+async def test_done_marks_under_a_steady_stream_go_in_few_transactions_and_none_is_lost(
+    svc, clock
+):
+    """Marks that come while one transaction writes wait for company again: a steady
+    stream of read-only updates costs a few transactions a second, not one per handful."""
+    marks = updates.DoneMarks(svc.db)
+    transactions = itertools.count()
+    event.listen(svc.db.engine.sync_engine, "commit", lambda _conn: next(transactions))
+    began = time.perf_counter()
+    ids = range(9_000_000, 9_000_300)
+    for update_id in ids:  # 300 updates over about 0.6 s
+        marks.add("telegram", update_id, clock.now())
+        await asyncio.sleep(0.002)
+    elapsed = time.perf_counter() - began
+    await marks.close()
+    written = next(transactions)
+    assert written <= elapsed / updates.GROUP_COMMIT_DELAY_S + 2
+    async with svc.db.reader() as session:
+        stored = (
+            await session.exec(select(ProcessedUpdate.update_id).where(
+                ProcessedUpdate.update_id.in_(ids)  # type: ignore[attr-defined]
+            ))
+        ).all()
+    assert sorted(stored) == list(ids)

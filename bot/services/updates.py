@@ -113,34 +113,42 @@ class DoneMarks:
         return key in self._pending or key in self._flushing or key in self._recent
 
     async def _flush_soon(self) -> None:
-        await asyncio.sleep(GROUP_COMMIT_DELAY_S)
-        await self.flush()
+        # Under a steady load marks keep coming: each transaction waits for company again,
+        # where writing whatever came during the last one would commit a handful at a time
+        # (on PostgreSQL a checkout, BEGIN, INSERT and COMMIT for every few updates).
+        while self._pending:
+            await asyncio.sleep(GROUP_COMMIT_DELAY_S)
+            async with self._lock:
+                await self._write_pending()
 
     async def flush(self) -> None:
         """Write every pending mark now (also at shutdown)."""
         async with self._lock:
-            await self._flush()
+            while self._pending:
+                await self._write_pending()
 
-    async def _flush(self) -> None:
-        while self._pending:
-            self._flushing, self._pending = self._pending, {}
-            rows = [
-                {"channel": channel, "update_id": update_id, "processed_at": at}
-                for (channel, update_id), at in self._flushing.items()
-            ]
-            try:
-                async with self.db.engine.begin() as conn:
-                    # One statement for any number of rows (an executemany): its compiled
-                    # form is cached, where a multi-row VALUES was compiled on every flush.
-                    await conn.execute(_insert_marks(self.db.sqlite), rows)
-            except Exception:  # a lost read-only mark only risks answering a retry twice
-                logger.warning("could not record %d handled updates", len(rows), exc_info=True)
-            else:
-                self._recent.update(dict.fromkeys(self._flushing))
-                while len(self._recent) > RECENT_MARKS:
-                    self._recent.popitem(last=False)
-            finally:
-                self._flushing = {}
+    async def _write_pending(self) -> None:
+        """The marks pending now, in one transaction."""
+        if not self._pending:
+            return
+        self._flushing, self._pending = self._pending, {}
+        rows = [
+            {"channel": channel, "update_id": update_id, "processed_at": at}
+            for (channel, update_id), at in self._flushing.items()
+        ]
+        try:
+            async with self.db.engine.begin() as conn:
+                # One statement for any number of rows (an executemany): its compiled
+                # form is cached, where a multi-row VALUES was compiled on every flush.
+                await conn.execute(_insert_marks(self.db.sqlite), rows)
+        except Exception:  # a lost read-only mark only risks answering a retry twice
+            logger.warning("could not record %d handled updates", len(rows), exc_info=True)
+        else:
+            self._recent.update(dict.fromkeys(self._flushing))
+            while len(self._recent) > RECENT_MARKS:
+                self._recent.popitem(last=False)
+        finally:
+            self._flushing = {}
 
     async def close(self) -> None:
         """Wait for the group commit under way, then write what is left."""
