@@ -11,7 +11,7 @@ from sqlmodel import select
 from bot.models import Pledge, ProcessedUpdate
 from tests import factories
 from tests.conftest import TOKEN
-from tests.dialog import label, press, say
+from tests.dialog import act, label, press, say
 
 
 @pytest.fixture
@@ -59,6 +59,16 @@ async def test_lessons_page_with_buttons_and_end_with_the_pledge(svc, lan):
     assert said.last.buttons[-1] == [label(svc, "open_pledge")]
     said = await press(svc, lan, label(svc, "open_pledge"))
     assert said.templates == ["pledge/intro", "pledge/step"]
+
+
+async def test_a_button_whose_message_cannot_be_edited_is_answered_in_a_new_message(svc, lan):
+    """Telegram refuses the edit ("message can't be edited"): the member still gets the
+    page, as a new message, and no error."""
+    await say(svc, lan, "/topic")
+    own = next(m for m in reversed(lan.transcript) if not m.from_bot)  # the member's /topic
+    said = await act(svc, lan, lambda: lan.press_data("tp:0", message_id=own.message_id))
+    assert said.templates == ["topic/lesson"]
+    assert not said.last.edited and said.last.buttons == [[label(svc, "next")]]
 
 
 async def test_start_for_a_member_shows_the_menu_and_help_lists_commands(svc, lan):
