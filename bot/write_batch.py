@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Table, bindparam, delete, insert, literal_column, select, update
@@ -29,6 +29,8 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
+
+from bot.batching import Batcher
 
 # Turns per transaction at most: a batch holds the write lock (and the CLI's writers wait
 # on it) for its whole length; at about 0.1 ms a turn this is a few tens of milliseconds.
@@ -47,18 +49,25 @@ class Prepared:
     sql: str
     names: tuple[str, ...]
     processors: tuple[Callable[[Any], Any] | None, ...]
+    # Parameters the statement itself fixed (a JSON path, a literal), by name.
+    constants: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, statement: ClauseElement, dialect: Dialect = SQLITE) -> Prepared:
         compiled = statement.compile(dialect=dialect)
         names = tuple(compiled.positiontup or ())
+        binds = [compiled.binds[name] for name in names]
         processors = tuple(
-            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-            for name in names
+            bind.type.dialect_impl(dialect).bind_processor(dialect) for bind in binds
         )
-        return cls(compiled.string, names, processors)
+        constants = {
+            name: bind.value for name, bind in zip(names, binds, strict=True) if not bind.required
+        }
+        return cls(compiled.string, names, processors, constants)
 
     def bind(self, values: Mapping[str, Any], expect: int | None = 1) -> Write:
+        if self.constants:
+            values = {**self.constants, **values}
         params = tuple(
             values[name] if process is None else process(values[name])
             for name, process in zip(self.names, self.processors, strict=True)
@@ -170,55 +179,25 @@ def _apply(connection: sqlite3.Connection, turns: Sequence[Sequence[Write]]) -> 
     return outcomes
 
 
-class WriteBatch:
+class WriteBatch(Batcher[Sequence[Write]]):
     """Turns' writes group-committed on the database's write connection (SQLite only)."""
 
+    max_items = MAX_TURNS
+
     def __init__(self, db: Any) -> None:
+        super().__init__()
         self.db = db
-        self._pending: list[tuple[Sequence[Write], asyncio.Future[Outcome]]] = []
-        self._committing = 0
-        self._task: asyncio.Task[None] | None = None
         # Committed so far (bench/throughput.py prints them): transactions, the turns in
         # them, and their statements (the turns' writes, each BEGIN and COMMIT).
         self.batches = 0
         self.turns = 0
         self.statements = 0
 
-    @property
-    def waiting(self) -> int:
-        """Turns whose writes were handed over and are not stored yet."""
-        return len(self._pending) + self._committing
-
     async def apply(self, writes: Sequence[Write]) -> Outcome:
         """Store `writes` as one unit with other turns' and return once committed (or not)."""
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._pending.append((writes, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain())
-        outcome = await future
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
+        return await self._submit(writes)
 
-    async def close(self) -> None:
-        """Wait for the batches under way (before the engine that runs them is disposed)."""
-        if self._task is not None and not self._task.done():
-            await asyncio.shield(self._task)
-
-    async def _drain(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending[:MAX_TURNS], self._pending[MAX_TURNS:]
-            self._committing = len(batch)
-            try:
-                await self._commit(batch)
-            except Exception as error:  # nothing of the batch was stored
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(_as_sqlalchemy(error))
-            finally:
-                self._committing = 0
-
-    async def _commit(self, batch: list[tuple[Sequence[Write], asyncio.Future[Outcome]]]) -> None:
+    async def _run(self, batch: list[tuple[Sequence[Write], asyncio.Future[Outcome]]]) -> None:
         async with self.db.engine.connect() as connection:
             pooled = await connection.get_raw_connection()
             # A turn cancelled while its batch waited for the connection (its update is
@@ -233,6 +212,9 @@ class WriteBatch:
         for (_, future), outcome in zip(live, outcomes, strict=True):
             if not future.done():  # cancelled during the commit: its writes stand
                 future.set_result(outcome)
+
+    def _failed(self, error: Exception) -> BaseException:
+        return _as_sqlalchemy(error)
 
 
 def _as_sqlalchemy(error: Exception) -> Exception:
