@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.read_batch import ReadBatch
 from bot.write_batch import WriteBatch
 
 BUSY_TIMEOUT_MS = 10_000
@@ -93,6 +94,8 @@ class Database:
         # SQLite's one write connection takes turns' writes in group commits (bot.write_batch);
         # PostgreSQL has many connections and no such queue.
         self.write_batch = WriteBatch(self) if self.sqlite else None
+        # Its turns' reads, likewise gathered (bot.read_batch).
+        self.read_batch = ReadBatch(self) if self.sqlite else None
 
     def session(self) -> AsyncSession:
         """A session for a unit of work (`async with db.session() as session`); the service
@@ -135,6 +138,8 @@ class Database:
     async def dispose(self) -> None:
         if self.write_batch is not None:
             await self.write_batch.close()  # answers handed over are stored, not cut off
+        if self.read_batch is not None:
+            await self.read_batch.close()
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()

@@ -13,8 +13,10 @@ kept here, with three guards against serving something stale:
 * An entry lives at most ``ttl`` seconds: the bound for changes this process cannot hear of
   (the CLI writing to the same SQLite file from another process).
 
-Only read-only turns read from here; anything that writes reads the person afresh in its own
-transaction, so every rule is still checked against the database. Only joined, active,
+Only read-only turns read from here, and turns on SQLite's group path, whose writes go in
+only behind guards that the person is still as read (bot.services.people.unchanged); the
+rest of what writes reads the person afresh in its own transaction, so every rule is still
+checked against the database. Only joined, active,
 unblocked persons are kept: someone who joined a moment ago on another process must never be
 told to join.
 

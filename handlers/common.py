@@ -118,7 +118,6 @@ async def turn(
     context: ContextTypes.DEFAULT_TYPE,
     *,
     reads_only: bool = False,
-    cached_person: bool = True,
     reader_or_nothing: bool = False,
 ) -> AsyncIterator[Turn]:
     """Open a session and load who is writing (recording their chat identity the first time).
@@ -126,8 +125,8 @@ async def turn(
     `reads_only` (a handler that never writes, like /topic): the turn runs on a read session,
     which on SQLite neither takes nor waits for the write lock; a person whose loading needs
     a write (first contact, an unblock) still gets a write session. It takes the person
-    from the read cache unless `cached_person` is False (a turn on a read session that
-    writes through a group commit: anything that writes reads who is writing afresh).
+    from the read cache when it holds them (a turn that then writes does so through SQLite's
+    group commit, behind guards that the person is still as read).
     With `reader_or_nothing`, a person the reader cannot serve raises NotOnReader instead:
     that turn would write (and mark the update done) where the caller means only to try.
     """
@@ -138,10 +137,10 @@ async def turn(
     if reads_only:
         cache = read_cache(svc)
         key = (CHANNEL, str(user.id))
-        person = cache.person(key) if cached_person else None
+        person = cache.person(key)
         # A cached person has no database check of the update: the guard dropped a
-        # redelivery this process handled (DoneMarks), and one handled elsewhere is at worst
-        # a lesson shown twice.
+        # redelivery this process handled (DoneMarks), one handled elsewhere is at worst a
+        # lesson shown twice, and a group-path write carries its done mark, which finds it.
         if person is not None and person.identity.blocked_at is None:
             reader = LazyReader(svc.db)
             try:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from telegram import Update
 from telegram.ext import ContextTypes
 
+from bot.read_batch import ReadBatch
 from bot.services import pledges, updates
 from bot.services.campaigns import CampaignInForce
 from bot.services.errors import Refusal
@@ -17,6 +18,7 @@ from handlers.common import (
     NotOnReader,
     Turn,
     answer_query,
+    end_transaction,
     keyboard,
     send,
     services,
@@ -87,10 +89,11 @@ async def section_text(update: Update, context: ContextTypes.DEFAULT_TYPE, t: Tu
 
 @dataclass
 class _Grouped:
-    """A member's turn on a reader, with what SQLite's group commit needs."""
+    """A member's turn on a reader, with what SQLite's group path needs."""
 
     t: Turn
     in_force: CampaignInForce
+    reads: ReadBatch
     batch: WriteBatch
 
 
@@ -98,19 +101,22 @@ class _Grouped:
 async def _grouped_turn(
     update: Update, context: ContextTypes.DEFAULT_TYPE
 ) -> AsyncIterator[_Grouped | None]:
-    """A turn for the group-commit path (bot.write_batch), or None where it does not apply:
-    not SQLite, not a joined member on a reader, no campaign in force (the locked path
-    then explains)."""
-    batch = services(context).db.write_batch
-    if batch is None:
+    """A turn for the group path (bot.read_batch, bot.write_batch), or None where it does
+    not apply: not SQLite, not a joined member on a reader, no campaign in force (the
+    locked path then explains). Who is writing may come from the read cache: the turn's
+    writes go in only if the database still says the same (`pledges._store_grouped`)."""
+    db = services(context).db
+    batch, reads = db.write_batch, db.read_batch
+    if batch is None or reads is None:
         yield None
         return
     try:
-        async with turn(
-            update, context, reads_only=True, cached_person=False, reader_or_nothing=True
-        ) as t:
+        async with turn(update, context, reads_only=True, reader_or_nothing=True) as t:
             in_force = await campaign_in_force(t) if t.person.joined else None
-            yield _Grouped(t, in_force, batch) if in_force is not None else None
+            # What the session read is all it will: no snapshot held while the step waits
+            # for its reads and its group commit.
+            await end_transaction()
+            yield _Grouped(t, in_force, reads, batch) if in_force is not None else None
     except NotOnReader:  # someone new, or unblocking: the locked path records them
         yield None
 
@@ -124,7 +130,7 @@ async def _grouped_open(update: Update, context: ContextTypes.DEFAULT_TYPE) -> b
         t, clock = grouped.t, grouped.t.services.clock
         try:
             view = await pledges.open_grouped(
-                t.session, grouped.batch, t.person, grouped.in_force, clock.now(), clock.tz,
+                grouped.reads, grouped.batch, t.person, grouped.in_force, clock.now(), clock.tz,
                 updates.current(),
             )
         except Refusal:
@@ -149,7 +155,7 @@ async def grouped_answer(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
         t = grouped.t
         try:
             view = await pledges.answer_grouped(
-                t.session, grouped.batch, t.person, grouped.in_force, message.text or "",
+                grouped.reads, grouped.batch, t.person, grouped.in_force, message.text or "",
                 t.services.clock.now(), updates.current(),
             )
         except Refusal as refusal:
@@ -177,7 +183,7 @@ async def grouped_button(
         try:
             if action == "submit":
                 result = await pledges.submit_grouped(
-                    t.session, grouped.batch, t.person, grouped.in_force, version,
+                    grouped.reads, grouped.batch, t.person, grouped.in_force, version,
                     clock.now(), clock.tz, mark,
                 )
                 if result is None:
@@ -185,7 +191,7 @@ async def grouped_button(
                 text, markup = t.render("pledge/submitted", result=result), None
             else:
                 view = await pledges.move_grouped(
-                    t.session, grouped.batch, t.person, grouped.in_force, version,
+                    grouped.reads, grouped.batch, t.person, grouped.in_force, version,
                     -1 if action == "back" else 1, clock.now(), mark,
                 )
                 if view is None:

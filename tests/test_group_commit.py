@@ -1,4 +1,5 @@
-"""Wizard answers of many members stored together (SQLite's group commit, bot.write_batch).
+"""Wizard answers of many members stored together (SQLite's group commit, bot.write_batch),
+read together too (its grouped reads, bot.read_batch).
 
 What a member sees must not change: their own answer saved, the next step shown after it
 was stored, and an answer that lost a race with another change of their chat still saved.
@@ -7,13 +8,15 @@ was stored, and an answer that lost a race with another change of their chat sti
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, text
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import select
 
 from bot.models import ChatState, Pledge, PledgeStatus, PledgeVersion, ProcessedUpdate
+from bot.read_batch import PreparedRead, Read
 from bot.services import tallies
 from bot.write_batch import Write
 from tests import factories
@@ -151,9 +154,58 @@ async def test_a_failing_turn_in_a_group_commit_is_undone_alone(db, clock):
     assert ids == [1, 2, 3, 6]
 
 
+async def test_reads_handed_over_at_once_are_read_together_each_turn_its_own(db):
+    """One read transaction for the turns that asked at once; each gets its own rows, as
+    the columns' types make them, and a turn whose statement fails gets the error alone."""
+    reads = db.read_batch
+    if reads is None:
+        pytest.skip("the grouped reads are SQLite's")
+    insert = "INSERT INTO processedupdate (channel, update_id, processed_at) VALUES (?, ?, ?)"
+    await db.write_batch.apply(
+        [Write(insert, ("t", n, f"2024-04-05 0{n}:00:00.000000")) for n in (1, 2, 3)]
+    )
+    done = PreparedRead.of(
+        select(ProcessedUpdate.update_id, ProcessedUpdate.processed_at).where(
+            ProcessedUpdate.update_id == bindparam("update_id")
+        )
+    )
+    broken = Read("SELECT update_id FROM no_such_table", (), (None,))
+    before = reads.batches
+    outcomes = await asyncio.gather(
+        *(reads.fetch(done.bind({"update_id": n})) for n in (1, 2)),
+        reads.fetch(broken),
+        reads.fetch(done.bind({"update_id": 3}), done.bind({"update_id": 4})),
+        return_exceptions=True,
+    )
+    assert outcomes[0] == [[(1, datetime(2024, 4, 5, 1, 0))]]
+    assert outcomes[1] == [[(2, datetime(2024, 4, 5, 2, 0))]]
+    assert isinstance(outcomes[2], OperationalError)
+    assert outcomes[3] == [[(3, datetime(2024, 4, 5, 3, 0))], []]
+    assert reads.batches - before == 1
+
+
+async def test_an_answer_from_an_account_unlinked_elsewhere_is_not_saved(svc, members):
+    """Another process took the account off its member (a statement on the database, past
+    this process's hooks, as the command line's would be) after the bot last read who it
+    is: the answer goes nowhere and the person is asked to join."""
+    user = members[0]
+    await say(svc, user, "/pledge")
+    await say(svc, user, "Phần đầu, khi tài khoản còn gắn với đoàn viên.")
+    async with svc.db.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE chatidentity SET member_id = NULL WHERE member_id = :member"),
+            {"member": user.member_id},
+        )
+    said = await say(svc, user, "Phần hai, sau khi tài khoản đã bị gỡ.")
+    assert said.templates == ["common/join_first"]
+    assert list((await _drafts(svc))[user.member_id].values()) == [
+        "Phần đầu, khi tài khoản còn gắn với đoàn viên."
+    ]
+
+
 async def test_a_member_deactivated_a_moment_ago_cannot_add_an_answer(svc, members):
     """The command line on the same SQLite file is a change the read cache cannot hear of;
-    an answer is a write, so who is writing is read afresh."""
+    an answer is a write, so it goes in only if who is writing is still as read."""
     user = members[0]
     await say(svc, user, "/pledge")
     await say(svc, user, "Phần đầu, khi còn là đoàn viên.")

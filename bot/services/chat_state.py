@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +12,32 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.models import ChatState
+from bot.read_batch import PreparedRead, Read, Row
 from bot.write_batch import Prepared, Write, prepared_delete, prepared_insert, prepared_update
+
+
+@dataclass(frozen=True, slots=True)
+class StateSeen:
+    """A chat's state as read on SQLite's group path (bot.read_batch): plain values, no
+    session, written back only behind its version (`put_write`)."""
+
+    identity_id: int
+    flow: str
+    step: int
+    version: int
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: Row) -> StateSeen | None:
+        """From the `SEEN_COLUMNS` at the start of `row`; None for an outer join's NULLs."""
+        if row[0] is None:
+            return None
+        return cls(*row[:5])
+
+
+# What a group-path read selects for a StateSeen, in its order.
+SEEN_COLUMNS = (ChatState.identity_id, ChatState.flow, ChatState.step, ChatState.version,
+                ChatState.data)
 
 
 async def get_state(session: AsyncSession, identity_id: int) -> ChatState | None:
@@ -71,7 +97,7 @@ async def clear_state(session: AsyncSession, state: ChatState | None) -> None:
 
 
 def put_write(
-    state: ChatState | None,
+    state: ChatState | StateSeen | None,
     identity_id: int,
     flow: str,
     step: int,
@@ -110,7 +136,7 @@ def _moved_statement() -> Prepared:
 _STATE_COLUMNS = ("identity_id", "flow", "step", "version", "data", "updated_at")
 
 
-def clear_write(state: ChatState) -> Write:
+def clear_write(state: ChatState | StateSeen) -> Write:
     """`clear_state` as a grouped write: only if no other turn moved the chat since."""
     return _clear_statement().bind(
         {"seen_identity_id": state.identity_id, "seen_version": state.version}
@@ -120,3 +146,15 @@ def clear_write(state: ChatState) -> Write:
 @functools.cache
 def _clear_statement() -> Prepared:
     return prepared_delete(ChatState.__table__, match=("identity_id", "version"))
+
+
+def seen_read(identity_id: int) -> Read:
+    """The chat's state as a group-path read (bot.read_batch); its rows make a StateSeen."""
+    return _seen_read().bind({"identity_id": identity_id})
+
+
+@functools.cache
+def _seen_read() -> PreparedRead:
+    return PreparedRead.of(
+        select(*SEEN_COLUMNS).where(ChatState.identity_id == bindparam("identity_id"))
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -13,6 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.models import ChatIdentity, Member, ProcessedUpdate, Unit
 from bot.services import tallies
 from bot.text import clean_name, search_key
+from bot.write_batch import Prepared, Write, prepared_guard
 
 
 @dataclass
@@ -110,6 +112,33 @@ async def _person(session: AsyncSession, channel: str, user_id: str) -> Person |
     """The identity with its active member and unit, in one statement."""
     row = (await session.exec(_PERSON, params={"channel": channel, "user_id": user_id})).first()
     return _as_person(*row) if row is not None else None
+
+
+def unchanged(person: Person) -> list[Write]:
+    """Group-path guards (bot.write_batch) that who is writing is still as read: the
+    account still linked to the member and not blocked, the member still active in the
+    same unit. A turn on that path may take the person from the read cache, which cannot
+    hear of the command line changing the same SQLite file; its writes then go in only if
+    the database still says the same, and otherwise the turn is redone under the lock."""
+    identity, member = person.identity, person.member
+    guards = [
+        _identity_guard().bind(
+            {"seen_id": identity.id, "seen_member_id": identity.member_id,
+             "seen_blocked_at": identity.blocked_at}
+        )
+    ]
+    if member is not None:
+        guards.append(
+            tallies.member_guard().bind(
+                {"seen_id": member.id, "seen_unit_id": member.unit_id, "seen_active": member.active}
+            )
+        )
+    return guards
+
+
+@functools.cache
+def _identity_guard() -> Prepared:
+    return prepared_guard(ChatIdentity.__table__, match=("id", "member_id", "blocked_at"))
 
 
 async def record_consent(session: AsyncSession, identity: ChatIdentity, at: datetime) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, tzinfo
 from typing import Any
 
-from sqlalchemy import bindparam
+from sqlalchemy import and_, bindparam
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -21,9 +21,11 @@ from bot.models import (
     PledgeVersion,
     ReviewDecision,
 )
-from bot.services import chat_state, tallies, updates
+from bot.read_batch import PreparedRead, Read, ReadBatch, Row
+from bot.services import chat_state, people, tallies, updates
 from bot.services import deadlines as deadline_rules
 from bot.services.campaigns import CampaignInForce
+from bot.services.chat_state import StateSeen
 from bot.services.errors import Refusal
 from bot.services.people import Person
 from bot.text import nfc
@@ -52,6 +54,40 @@ class Writer:
 def _writer(person: Person) -> Writer:
     assert person.member is not None
     return Writer(person.identity.id, person.member.id)
+
+
+@dataclass(frozen=True, slots=True)
+class PledgeSeen:
+    """A pledge as read on SQLite's group path (bot.read_batch): plain values, no session,
+    written back only behind what the write matches on."""
+
+    id: int
+    member_id: int
+    campaign_id: int
+    status: PledgeStatus
+    draft: dict[str, str]
+    current_version: int
+    first_submitted_at: datetime | None
+    late: bool
+    review: ReviewDecision | None
+    revise_by: date | None
+
+    @classmethod
+    def of(cls, row: Row, start: int = 0) -> PledgeSeen | None:
+        """From the `_SEEN_COLUMNS` at `start` in `row`; None for an outer join's NULLs."""
+        if row[start] is None:
+            return None
+        return cls(*row[start:start + len(_SEEN_COLUMNS)])
+
+
+_SEEN_COLUMNS = (
+    Pledge.id, Pledge.member_id, Pledge.campaign_id, Pledge.status, Pledge.draft,
+    Pledge.current_version, Pledge.first_submitted_at, Pledge.late, Pledge.review,
+    Pledge.revise_by,
+)
+# Either way of reading them: the locked path's ORM rows, or the group path's values.
+AnyPledge = Pledge | PledgeSeen
+AnyState = ChatState | StateSeen
 
 
 @dataclass(frozen=True)
@@ -133,13 +169,13 @@ async def _current_sections(session: AsyncSession, pledge: Pledge) -> dict[str, 
     return dict(row.sections) if row else {}
 
 
-def _answers(state: ChatState, pledge: Pledge) -> dict[str, str]:
+def _answers(state: AnyState, pledge: AnyPledge) -> dict[str, str]:
     if state.flow == PAPER_FLOW:
         return dict(state.data.get("answers", {}))
     return dict(pledge.draft)
 
 
-def revision_open(pledge: Pledge, deadline: Deadline | None, at: datetime, tz: tzinfo) -> bool:
+def revision_open(pledge: AnyPledge, deadline: Deadline | None, at: datetime, tz: tzinfo) -> bool:
     """A filed pledge may be revised while the deadline is still ahead, or, once an officer
     returned it, up to the day they set (inclusive, local), even past the deadline."""
     if deadline is None or deadline_rules.is_on_time(deadline, at, tz):
@@ -151,11 +187,11 @@ def revision_open(pledge: Pledge, deadline: Deadline | None, at: datetime, tz: t
     )
 
 
-def _revise_closed(pledge: Pledge, deadline: Deadline | None) -> Refusal:
+def _revise_closed(pledge: AnyPledge, deadline: Deadline | None) -> Refusal:
     return Refusal("pledge/revise_closed", deadline=deadline, revise_by=pledge.revise_by)
 
 
-def _view(state: ChatState, pledge: Pledge, in_force: CampaignInForce) -> WizardView:
+def _view(state: AnyState, pledge: AnyPledge, in_force: CampaignInForce) -> WizardView:
     return WizardView(
         step=state.step,
         total=len(in_force.sections()),
@@ -204,7 +240,7 @@ async def open_as(
 
 
 def _check_open(
-    pledge: Pledge, writer: Writer, deadline: Deadline | None, at: datetime, tz: tzinfo
+    pledge: AnyPledge, writer: Writer, deadline: Deadline | None, at: datetime, tz: tzinfo
 ) -> None:
     """A filed pledge opens again as a revision while revisions are taken, never for a
     paper form."""
@@ -216,7 +252,7 @@ def _check_open(
 
 
 async def open_grouped(
-    session: AsyncSession,
+    reads: ReadBatch,
     batch: WriteBatch,
     person: Person,
     in_force: CampaignInForce,
@@ -228,11 +264,15 @@ async def open_grouped(
     that exists: a new one is created under the lock (its id goes into the chat's state).
     None when this path does not apply or lost a race."""
     writer = _writer(person)
-    pledge = await _pledge(session, writer.owner_id, in_force.campaign.id)
+    states, found = await reads.fetch(
+        chat_state.seen_read(writer.identity_id),
+        _opening_read().bind({"member_id": writer.owner_id, "campaign_id": in_force.campaign.id}),
+    )
+    pledge = PledgeSeen.of(found[0]) if found else None
     if pledge is None:
         return None
     _check_open(pledge, writer, in_force.pledge_deadline, at, tz)
-    state = await chat_state.get_state(session, writer.identity_id)
+    state = StateSeen.of(states[0]) if states else None
     draft = dict(pledge.draft)
     if state is not None and state.flow == writer.flow and state.data.get("pledge_id") == pledge.id:
         step = state.step
@@ -243,9 +283,10 @@ async def open_grouped(
         writes = [chat_state.put_write(state, writer.identity_id, writer.flow, step,
                                        {"pledge_id": pledge.id}, at)]
         if pledge.status == PledgeStatus.submitted and not pledge.draft:
-            draft = await _current_sections(session, pledge)
+            # A revision starts from the version in force (read with the pledge).
+            draft = dict(found[0][len(_SEEN_COLUMNS)] or {})
             writes.append(_draft_write(pledge, draft, at))
-    if not await _store_grouped(session, batch, mark, writes):
+    if not await _store_grouped(batch, mark, person, writes):
         return None
     return WizardView(
         step=step,
@@ -255,6 +296,25 @@ async def open_grouped(
         answers=draft,
         deadline=in_force.pledge_deadline,
         revising=pledge.status == PledgeStatus.submitted,
+    )
+
+
+@functools.cache
+def _opening_read() -> PreparedRead:
+    """The member's pledge for the campaign, with the sections of its version in force."""
+    return PreparedRead.of(
+        select(*_SEEN_COLUMNS, PledgeVersion.sections)
+        .outerjoin(
+            PledgeVersion,
+            and_(
+                col(PledgeVersion.pledge_id) == Pledge.id,
+                col(PledgeVersion.version) == Pledge.current_version,
+            ),
+        )
+        .where(
+            Pledge.member_id == bindparam("member_id"),
+            Pledge.campaign_id == bindparam("campaign_id"),
+        )
     )
 
 
@@ -320,7 +380,7 @@ async def answer_as(
 
 
 async def answer_grouped(
-    session: AsyncSession,
+    reads: ReadBatch,
     batch: WriteBatch,
     person: Person,
     in_force: CampaignInForce,
@@ -328,17 +388,19 @@ async def answer_grouped(
     at: datetime,
     mark: updates.UpdateMark | None,
 ) -> WizardView | None:
-    """`answer` for a member's own wizard, read on `session` (a reader) and written with
-    other chats' answers in one of SQLite's group commits (bot.write_batch).
+    """`answer` for a member's own wizard, read in one of SQLite's grouped reads
+    (bot.read_batch) and written with other chats' answers in one of its group commits
+    (bot.write_batch).
 
     None when this path does not apply or lost a race: the chat is in no wizard of its own,
-    the wizard's pledge is not this campaign's, or the chat's state moved on after it was
-    read. The caller then runs `answer` under the write lock, which decides afresh.
+    the wizard's pledge is not this campaign's, or the chat's state (or who is writing)
+    moved on after it was read. The caller then runs `answer` under the write lock, which
+    decides afresh.
     """
-    found = await _own_wizard(session, _writer(person), in_force, None)
+    found = await _own_wizard(reads, _writer(person), in_force, None)
     if found is None:
         return None
-    state, pledge = found
+    state, pledge, _ = found
     view = _view(state, pledge, in_force)
     if view.is_review:
         raise Refusal("pledge/use_buttons_on_review")
@@ -349,57 +411,62 @@ async def answer_grouped(
                              state.data, at),
         _draft_write(pledge, draft, at),
     ]
-    if not await _store_grouped(session, batch, mark, writes):
+    if not await _store_grouped(batch, mark, person, writes):
         return None
     return replace(view, step=state.step + 1, version=state.version + 1, answers=draft)
 
 
 async def _own_wizard(
-    session: AsyncSession, writer: Writer, in_force: CampaignInForce, version: int | None
-) -> tuple[ChatState, Pledge] | None:
-    """`_active` for the grouped paths, on a reader, changing nothing: where `_active` would
-    clear a state whose pledge is not this one's, this returns None, and the locked path
-    then does. None too for typed text (`version` None) in no wizard: the router's."""
-    found = (await session.exec(_WIZARD, params={"identity_id": writer.identity_id})).first()
-    state, pledge = found if found is not None else (None, None)
+    reads: ReadBatch, writer: Writer, in_force: CampaignInForce, version: int | None,
+    *also: Read,
+) -> tuple[StateSeen, PledgeSeen, list[list[Row]]] | None:
+    """`_active` for the group path, changing nothing (with the rows of `also`, read in the
+    same snapshot): where `_active` would clear a state whose pledge is not this one's,
+    this returns None, and the locked path then does. None too for typed text (`version`
+    None) in no wizard: the router's."""
+    wizard, *rest = await reads.fetch(_wizard_read().bind({"identity_id": writer.identity_id}),
+                                      *also)
+    state = StateSeen.of(wizard[0]) if wizard else None
     if state is None or state.flow != writer.flow:
         if version is None:
             return None
         raise Refusal("common/stale_button")
     if version is not None and version != state.version:
         raise Refusal("common/stale_button")
+    pledge = PledgeSeen.of(wizard[0], len(chat_state.SEEN_COLUMNS))
     if pledge is None or pledge.member_id != writer.owner_id:
         return None
     if pledge.campaign_id != in_force.campaign.id:
         return None
-    return state, pledge
+    return state, pledge, rest
 
 
-# The chat's state and the pledge its wizard names, in one statement: each grouped step
-# reads both, and on this path a statement through the ORM costs more than the rest of
-# the step's own work. No row lock: it is read on a reader (SQLite only), and the write
-# goes in only if the state is still the version read (bot.write_batch).
-_WIZARD = (
-    select(ChatState, Pledge)
-    .outerjoin(Pledge, col(Pledge.id) == ChatState.data["pledge_id"].as_integer())
-    .where(ChatState.identity_id == bindparam("identity_id"))
-)
+@functools.cache
+def _wizard_read() -> PreparedRead:
+    """The chat's state and the pledge its wizard names, in one statement."""
+    return PreparedRead.of(
+        select(*chat_state.SEEN_COLUMNS, *_SEEN_COLUMNS)
+        .select_from(ChatState)
+        .outerjoin(Pledge, col(Pledge.id) == ChatState.data["pledge_id"].as_integer())
+        .where(ChatState.identity_id == bindparam("identity_id"))
+    )
 
 
 async def _store_grouped(
-    session: AsyncSession,
     batch: WriteBatch,
     mark: updates.UpdateMark | None,
+    person: Person,
     writes: list[Write],
 ) -> bool:
-    """Hand a turn's writes (after its done mark) to the group commit; whether they went in."""
-    await session.commit()  # the reading is over: no snapshot held while the batch waits
+    """Hand a turn's writes to the group commit, after its done mark and behind guards that
+    who is writing is as read; whether they went in."""
+    writes = [*people.unchanged(person), *writes]
     if mark is not None:
         writes = [updates.done_write(mark), *writes]
     return updates.grouped(mark, await batch.apply(writes))
 
 
-def _draft_write(pledge: Pledge, draft: dict[str, str], at: datetime) -> Write:
+def _draft_write(pledge: AnyPledge, draft: dict[str, str], at: datetime) -> Write:
     values = {"seen_id": pledge.id, "seen_member_id": pledge.member_id, "new_draft": draft,
               "new_updated_at": at}
     return _draft_statement().bind(values)
@@ -443,7 +510,7 @@ async def move_as(
 
 
 async def move_grouped(
-    session: AsyncSession,
+    reads: ReadBatch,
     batch: WriteBatch,
     person: Person,
     in_force: CampaignInForce,
@@ -454,14 +521,14 @@ async def move_grouped(
 ) -> WizardView | None:
     """`move` for a member's own wizard in one of SQLite's group commits (as
     `answer_grouped`); None when this path does not apply or lost a race."""
-    found = await _own_wizard(session, _writer(person), in_force, version)
+    found = await _own_wizard(reads, _writer(person), in_force, version)
     if found is None:
         return None
-    state, pledge = found
+    state, pledge, _ = found
     view = _view(state, pledge, in_force)
     step = min(max(state.step + delta, 0), view.total)
     writes = [chat_state.put_write(state, state.identity_id, state.flow, step, state.data, at)]
-    if not await _store_grouped(session, batch, mark, writes):
+    if not await _store_grouped(batch, mark, person, writes):
         return None
     return replace(view, step=step, version=state.version + 1)
 
@@ -541,7 +608,7 @@ class _Filing:
 
 def _decide_filing(
     writer: Writer,
-    pledge: Pledge,
+    pledge: AnyPledge,
     view: WizardView,
     in_force: CampaignInForce,
     at: datetime,
@@ -560,7 +627,7 @@ def _decide_filing(
 
 
 async def submit_grouped(
-    session: AsyncSession,
+    reads: ReadBatch,
     batch: WriteBatch,
     person: Person,
     in_force: CampaignInForce,
@@ -578,12 +645,13 @@ async def submit_grouped(
     when this path does not apply or lost a race; the caller then runs `submit`.
     """
     writer = _writer(person)
-    found = await _own_wizard(session, writer, in_force, version)
+    found = await _own_wizard(reads, writer, in_force, version,
+                              *tallies.snapshot_reads(writer.owner_id))
     if found is None:
         return None
-    state, pledge = found
+    state, pledge, (members, submitted) = found
     filing = _decide_filing(writer, pledge, _view(state, pledge, in_force), in_force, at, tz)
-    before = (await tallies.snapshot(session, [pledge.member_id])).get(pledge.member_id)
+    before = tallies.snapshot_of(members, submitted).get(pledge.member_id)
     year = in_force.campaign.year
     late = (not filing.on_time) if filing.first else pledge.late
     was = None if filing.first else (year, _timing(pledge.late), _approved(pledge))
@@ -596,7 +664,7 @@ async def submit_grouped(
         _version_write(pledge, filing, at),
         *tallies.grouped_writes(pledge.member_id, before, after),
     ]
-    if not await _store_grouped(session, batch, mark, writes):
+    if not await _store_grouped(batch, mark, person, writes):
         return None
     return Submitted(
         version=pledge.current_version + 1,
@@ -610,11 +678,11 @@ def _timing(late: bool) -> str:
     return "late" if late else "on_time"
 
 
-def _approved(pledge: Pledge) -> bool:
+def _approved(pledge: AnyPledge) -> bool:
     return pledge.review == ReviewDecision.approved
 
 
-def _filed_write(pledge: Pledge, filing: _Filing, late: bool, at: datetime) -> Write:
+def _filed_write(pledge: PledgeSeen, filing: _Filing, late: bool, at: datetime) -> Write:
     values = {
         "seen_id": pledge.id,
         "seen_current_version": pledge.current_version,
@@ -641,7 +709,7 @@ def _filed_statement() -> Prepared:
     )
 
 
-def _version_write(pledge: Pledge, filing: _Filing, at: datetime) -> Write:
+def _version_write(pledge: PledgeSeen, filing: _Filing, at: datetime) -> Write:
     values = {
         "new_pledge_id": pledge.id,
         "new_version": pledge.current_version + 1,

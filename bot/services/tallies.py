@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
@@ -33,6 +33,7 @@ from bot.models import (
     UnitPledgeTally,
     UnitTally,
 )
+from bot.read_batch import PreparedRead, Read
 from bot.write_batch import Prepared, Write, prepared_guard, prepared_increment
 
 ROSTER_FIELDS = ("members", "active", "on_bot")
@@ -75,32 +76,55 @@ async def snapshot(session: AsyncSession, member_ids: Iterable[int]) -> dict[int
         return {}
     await session.flush()
     members = await session.exec(_MEMBERS, params={"ids": ids})
-    pledges: defaultdict[int, list[tuple[int, str, bool]]] = defaultdict(list)
     rows = await session.exec(_SUBMITTED, params={"ids": ids})
-    for member_id, year, late, review in rows.all():
+    return snapshot_of(members.all(), rows.all())
+
+
+def snapshot_reads(member_id: int) -> tuple[Read, Read]:
+    """`snapshot` of one member as group-path reads (bot.read_batch), for `snapshot_of`."""
+    params = {"member_id": member_id}
+    return _member_read().bind(params), _submitted_read().bind(params)
+
+
+def snapshot_of(
+    members: Iterable[Sequence], submitted: Iterable[Sequence]
+) -> dict[int, Contribution]:
+    """`snapshot` from its rows (also those of `snapshot_reads`)."""
+    pledges: defaultdict[int, list[tuple[int, str, bool]]] = defaultdict(list)
+    for member_id, year, late, review in submitted:
         approved = review == ReviewDecision.approved
         pledges[member_id].append((year, "late" if late else "on_time", approved))
     return {
         member_id: Contribution(unit_id, bool(active), bool(bot), tuple(sorted(pledges[member_id])))
-        for member_id, unit_id, active, bot in members.all()
+        for member_id, unit_id, active, bot in members
     }
 
 
 # Built once (an expanding bound list of ids): every submit and join takes two snapshots.
-_MEMBERS = select(
+_MEMBER_COLUMNS = (
     Member.id,
     Member.unit_id,
     Member.active,
     exists().where(ChatIdentity.member_id == Member.id, col(ChatIdentity.blocked_at).is_(None)),
-).where(col(Member.id).in_(bindparam("ids", expanding=True)))
-_SUBMITTED = (
-    select(Pledge.member_id, Campaign.year, Pledge.late, Pledge.review)
-    .join(Campaign, col(Campaign.id) == Pledge.campaign_id)
-    .where(
-        col(Pledge.member_id).in_(bindparam("ids", expanding=True)),
-        Pledge.status == PledgeStatus.submitted,
-    )
 )
+_MEMBERS = select(*_MEMBER_COLUMNS).where(col(Member.id).in_(bindparam("ids", expanding=True)))
+_SUBMITTED_COLUMNS = (Pledge.member_id, Campaign.year, Pledge.late, Pledge.review)
+_SUBMITTED_JOIN = (
+    select(*_SUBMITTED_COLUMNS)
+    .join(Campaign, col(Campaign.id) == Pledge.campaign_id)
+    .where(Pledge.status == PledgeStatus.submitted)
+)
+_SUBMITTED = _SUBMITTED_JOIN.where(col(Pledge.member_id).in_(bindparam("ids", expanding=True)))
+
+
+@functools.cache
+def _member_read() -> PreparedRead:
+    return PreparedRead.of(select(*_MEMBER_COLUMNS).where(Member.id == bindparam("member_id")))
+
+
+@functools.cache
+def _submitted_read() -> PreparedRead:
+    return PreparedRead.of(_SUBMITTED_JOIN.where(Pledge.member_id == bindparam("member_id")))
 
 
 async def apply(
@@ -137,7 +161,7 @@ def grouped_writes(member_id: int, before: Contribution, after: Contribution) ->
     delta.add(before, -1)
     delta.add(after, +1)
     guard = {"seen_id": member_id, "seen_unit_id": before.unit_id, "seen_active": before.active}
-    writes = [_member_guard().bind(guard)]
+    writes = [member_guard().bind(guard)]
     for unit_id, counts in sorted(delta.roster.items()):
         if any(counts[name] for name in ROSTER_FIELDS):
             values = {"new_unit_id": unit_id} | {f"new_{n}": counts[n] for n in ROSTER_FIELDS}
@@ -152,7 +176,8 @@ def grouped_writes(member_id: int, before: Contribution, after: Contribution) ->
 
 
 @functools.cache
-def _member_guard() -> Prepared:
+def member_guard() -> Prepared:
+    """A group-path guard (bot.write_batch) that a member's unit and standing are as read."""
     return prepared_guard(Member.__table__, match=("id", "unit_id", "active"))
 
 
