@@ -256,7 +256,8 @@ class RoundTrips:
 
     def __init__(self, db: Database) -> None:
         self._counted = 0
-        self.batch = db.write_batch  # SQLite's group commits run their statements directly
+        # SQLite's grouped reads and group commits run their statements directly.
+        self.batches = [b for b in (db.read_batch, db.write_batch) if b is not None]
         for engine in {db.engine, db.read_engine}:
             event.listen(engine.sync_engine, "before_cursor_execute", self._one)
             event.listen(engine.sync_engine, "commit", self._one)
@@ -267,7 +268,7 @@ class RoundTrips:
 
     @property
     def count(self) -> int:
-        return self._counted + (self.batch.statements if self.batch is not None else 0)
+        return self._counted + sum(batch.statements for batch in self.batches)
 
 
 async def run_mix(application: Application, request: CannedRequest, user, uids, rounds,
@@ -506,10 +507,10 @@ async def bench_backend(backend: str, args) -> dict[str, list[float]]:
                     figures[f"{mix}_statements"].append(statements)
                 row.append(f"{mix} {rate:7.0f}/s ({count} updates)")
             print(f"[{backend}] run {run + 1}: " + ", ".join(row))
-        batch = db.write_batch
-        if batch is not None and batch.batches:
-            print(f"[{backend}] group commits: {batch.turns} wizard steps in {batch.batches} "
-                  f"transactions, {batch.turns / batch.batches:.1f} per transaction")
+        for name, batch in (("grouped reads", db.read_batch), ("group commits", db.write_batch)):
+            if batch is not None and batch.batches:
+                print(f"[{backend}] {name}: {batch.turns} wizard steps in {batch.batches} "
+                      f"transactions, {batch.turns / batch.batches:.1f} per transaction")
     finally:
         await stopped(project)
         await stopped(echo)
