@@ -3,26 +3,37 @@
 Both of SQLite's group paths are this (bot.write_batch for writes, bot.read_batch for
 reads): the first request starts a drain task; whatever arrives while a batch runs waits
 for the next one, so batches grow with the load; each caller gets its own outcome, or the
-error that stopped its whole batch.
+error that stopped its whole batch. A batch is one function on a connection's aiosqlite
+thread (bot.sqlite_driver), in one transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 Item = TypeVar("Item")
 
 
 class Batcher(Generic[Item]):
-    """Requests queued, run a batch at a time by `_run` (which sets each one's future)."""
+    """Requests (each a sequence of statements) queued, and run a batch at a time as
+    `function(sqlite3_connection, items)` on a connection of `engine`, which returns each
+    item's outcome."""
 
     max_items = 256
 
-    def __init__(self) -> None:
+    def __init__(self, engine: Any, function: Callable[[Any, list[Item]], list[Any]]) -> None:
+        self._engine = engine
+        self._function = function
         self._pending: list[tuple[Item, asyncio.Future[Any]]] = []
         self._running = 0
         self._task: asyncio.Task[None] | None = None
+        # Done so far (bench/throughput.py prints them): transactions, the requests in
+        # them, and their statements (each request's, and each BEGIN and COMMIT).
+        self.batches = 0
+        self.turns = 0
+        self.statements = 0
 
     @property
     def waiting(self) -> int:
@@ -60,7 +71,22 @@ class Batcher(Generic[Item]):
                 self._running = 0
 
     async def _run(self, batch: list[tuple[Item, asyncio.Future[Any]]]) -> None:
-        raise NotImplementedError
+        async with self._engine.connect() as connection:
+            pooled = await connection.get_raw_connection()
+            # A request cancelled while its batch waited for the connection (its update is
+            # being abandoned) is withdrawn: a turn's writes only go in if it can still
+            # reply after them.
+            live = [(item, future) for item, future in batch if not future.done()]
+            items = [item for item, _ in live]
+            if not live:
+                return
+            outcomes = await pooled.dbapi_connection.run_on_thread(self._function, items)
+        self.batches += 1
+        self.turns += len(live)
+        self.statements += 2 + sum(len(item) for item in items)  # type: ignore[arg-type]
+        for (_, future), outcome in zip(live, outcomes, strict=True):
+            if not future.done():  # cancelled while it ran: what it did stands
+                future.set_result(outcome)
 
     def _failed(self, error: Exception) -> BaseException:
         """What a caller is given when its batch failed whole."""

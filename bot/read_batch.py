@@ -16,7 +16,6 @@ acts on it writes behind guards that it is unchanged (bot.write_batch).
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -100,32 +99,11 @@ class ReadBatch(Batcher[Sequence[Read]]):
     """Turns' reads on one of the read engine's connections, a batch at a time (SQLite only)."""
 
     def __init__(self, db: Any) -> None:
-        super().__init__()
-        self.db = db
-        # Done so far (bench/throughput.py prints them): read transactions, the turns in
-        # them, and their statements (each read, and each BEGIN and COMMIT).
-        self.batches = 0
-        self.turns = 0
-        self.statements = 0
+        super().__init__(db.read_engine, _read)
 
     async def fetch(self, *reads: Read) -> list[list[Row]]:
         """The rows of each of `reads`, read together in one snapshot."""
         return await self._submit(reads)
-
-    async def _run(self, batch: list[tuple[Sequence[Read], asyncio.Future[Outcome]]]) -> None:
-        live = [(reads, future) for reads, future in batch if not future.done()]
-        if not live:
-            return
-        turns = [reads for reads, _ in live]
-        async with self.db.read_engine.connect() as connection:
-            pooled = await connection.get_raw_connection()
-            outcomes = await pooled.dbapi_connection.run_on_thread(_read, turns)
-        self.batches += 1
-        self.turns += len(live)
-        self.statements += 2 + sum(len(reads) for reads in turns)
-        for (_, future), outcome in zip(live, outcomes, strict=True):
-            if not future.done():
-                future.set_result(outcome)
 
     def _failed(self, error: Exception) -> BaseException:
         if isinstance(error, sqlite3.Error):

@@ -17,7 +17,6 @@ Nothing is stored before the COMMIT returns, and a turn replies only after it.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -185,33 +184,11 @@ class WriteBatch(Batcher[Sequence[Write]]):
     max_items = MAX_TURNS
 
     def __init__(self, db: Any) -> None:
-        super().__init__()
-        self.db = db
-        # Committed so far (bench/throughput.py prints them): transactions, the turns in
-        # them, and their statements (the turns' writes, each BEGIN and COMMIT).
-        self.batches = 0
-        self.turns = 0
-        self.statements = 0
+        super().__init__(db.engine, _apply)
 
     async def apply(self, writes: Sequence[Write]) -> Outcome:
         """Store `writes` as one unit with other turns' and return once committed (or not)."""
         return await self._submit(writes)
-
-    async def _run(self, batch: list[tuple[Sequence[Write], asyncio.Future[Outcome]]]) -> None:
-        async with self.db.engine.connect() as connection:
-            pooled = await connection.get_raw_connection()
-            # A turn cancelled while its batch waited for the connection (its update is
-            # being abandoned) withdraws its writes: a turn's writes only go in if it can
-            # still reply after them.
-            live = [(writes, future) for writes, future in batch if not future.done()]
-            turns = [writes for writes, _ in live]
-            outcomes = await pooled.dbapi_connection.run_on_thread(_apply, turns) if live else []
-        self.batches += bool(live)
-        self.turns += len(live)
-        self.statements += 2 * bool(live) + sum(len(writes) for writes in turns)
-        for (_, future), outcome in zip(live, outcomes, strict=True):
-            if not future.done():  # cancelled during the commit: its writes stand
-                future.set_result(outcome)
 
     def _failed(self, error: Exception) -> BaseException:
         return _as_sqlalchemy(error)
