@@ -1,27 +1,79 @@
 """Callers' requests gathered while one batch runs, to go together in the next.
 
-Both of SQLite's group paths are this (bot.write_batch for writes, bot.read_batch for
-reads): the first request starts a drain task; whatever arrives while a batch runs waits
-for the next one, so batches grow with the load; each caller gets its own outcome, or the
-error that stopped its whole batch. A batch is one function on a connection's aiosqlite
-thread (bot.sqlite_driver), in one transaction.
+Both group paths are this (bot.write_batch for writes, bot.read_batch for reads): the first
+request starts a drain task; whatever arrives while a batch runs waits for the next one, so
+batches grow with the load; each caller gets its own outcome, or the error that stopped its
+whole batch. A batch is one function on one pooled connection, in one transaction: on
+SQLite run on the connection's aiosqlite thread (bot.sqlite_driver), on PostgreSQL awaited
+on its asyncpg connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from sqlalchemy.engine import Dialect
+
 Item = TypeVar("Item")
+
+# What the statements are compiled for: SQLite's SQL and its qmark parameters, whichever
+# driver runs them (the type bind processing is the same for pysqlite and aiosqlite), and
+# PostgreSQL's $n parameters with the casts and type processing SQLAlchemy's asyncpg
+# dialect gives them (its connections carry the matching JSON codecs).
+SQLITE: Dialect = sqlite.dialect()
+POSTGRESQL: Dialect = PGDialect_asyncpg()
+
+
+def driver_error(dialect: Dialect, error: BaseException, sql: str, params: Any) -> BaseException:
+    """A driver's error as SQLAlchemy's, as the ORM path raises it (an IntegrityError, an
+    OperationalError…): the webhook tells a transient failure from a bug by these classes."""
+    if dialect.name == SQLITE.name:
+        import sqlite3
+
+        if isinstance(error, sqlite3.Error):
+            return sa_exc.DBAPIError.instance(sql, params, error, sqlite3.Error)
+        return error
+    import asyncpg
+
+    if not isinstance(error, asyncpg.PostgresError | asyncpg.InterfaceError):
+        return error
+    # SQLAlchemy's asyncpg adapter maps the driver's classes to DBAPI ones; asked here
+    # through the class method it raises them from.
+    from sqlalchemy.dialects.postgresql.asyncpg import (
+        AsyncAdapt_asyncpg_connection,
+        AsyncAdapt_asyncpg_dbapi,
+    )
+
+    dbapi = _asyncpg_dbapi()
+    try:
+        AsyncAdapt_asyncpg_connection._handle_exception_no_connection(dbapi, error)
+    except AsyncAdapt_asyncpg_dbapi.Error as translated:
+        return sa_exc.DBAPIError.instance(sql, params, translated, dbapi.Error,
+                                          dialect=POSTGRESQL)
+    except Exception:  # not one it maps: as it came
+        return error
+    return error
+
+
+@functools.cache
+def _asyncpg_dbapi() -> Any:
+    return PGDialect_asyncpg.import_dbapi()
 
 
 class Batcher(Generic[Item]):
     """Requests (each a sequence of statements) queued, and run a batch at a time as
-    `function(sqlite3_connection, items)` on a connection of `engine`, which returns each
-    item's outcome."""
+    `function(connection, items)` on a connection of `engine`, which returns each item's
+    outcome: on SQLite a function given the sqlite3 connection on its thread, on
+    PostgreSQL a coroutine function given the asyncpg connection."""
 
     max_items = 256
+    around_item = 0  # statements a batch adds around each request (a savepoint's two)
 
     def __init__(self, engine: Any, function: Callable[[Any, list[Item]], list[Any]]) -> None:
         self._engine = engine
@@ -30,7 +82,7 @@ class Batcher(Generic[Item]):
         self._running = 0
         self._task: asyncio.Task[None] | None = None
         # Done so far (bench/throughput.py prints them): transactions, the requests in
-        # them, and their statements (each request's, and each BEGIN and COMMIT).
+        # them, and their statements (each request's and what wraps it, each BEGIN and COMMIT).
         self.batches = 0
         self.turns = 0
         self.statements = 0
@@ -80,10 +132,14 @@ class Batcher(Generic[Item]):
             items = [item for item, _ in live]
             if not live:
                 return
-            outcomes = await pooled.dbapi_connection.run_on_thread(self._function, items)
+            if self._engine.dialect.name == SQLITE.name:
+                outcomes = await pooled.dbapi_connection.run_on_thread(self._function, items)
+            else:
+                outcomes = await self._function(pooled.driver_connection, items)
         self.batches += 1
         self.turns += len(live)
-        self.statements += 2 + sum(len(item) for item in items)  # type: ignore[arg-type]
+        around = self.around_item
+        self.statements += 2 + sum(len(item) + around for item in items)  # type: ignore[arg-type]
         for (_, future), outcome in zip(live, outcomes, strict=True):
             if not future.done():  # cancelled while it ran: what it did stands
                 future.set_result(outcome)

@@ -91,11 +91,11 @@ class Database:
         self._readers = async_sessionmaker(
             self.read_engine, class_=AsyncSession, expire_on_commit=False
         )
-        # SQLite's one write connection takes turns' writes in group commits (bot.write_batch);
-        # PostgreSQL has many connections and no such queue.
-        self.write_batch = WriteBatch(self) if self.sqlite else None
-        # Its turns' reads, likewise gathered (bot.read_batch).
-        self.read_batch = ReadBatch(self) if self.sqlite else None
+        # Wizard steps' writes go in group commits (bot.write_batch), their reads in grouped
+        # reads (bot.read_batch): on SQLite because its one write connection is a queue, on
+        # PostgreSQL because a step through the ORM costs the event loop several times more.
+        self.write_batch = WriteBatch(self)
+        self.read_batch = ReadBatch(self)
 
     def session(self) -> AsyncSession:
         """A session for a unit of work (`async with db.session() as session`); the service
@@ -136,10 +136,8 @@ class Database:
             await conn.run_sync(SQLModel.metadata.drop_all)
 
     async def dispose(self) -> None:
-        if self.write_batch is not None:
-            await self.write_batch.close()  # answers handed over are stored, not cut off
-        if self.read_batch is not None:
-            await self.read_batch.close()
+        await self.write_batch.close()  # answers handed over are stored, not cut off
+        await self.read_batch.close()
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()

@@ -1,17 +1,18 @@
-"""Grouped reads on SQLite: many chats' reads in one hand-off to a reader, plain rows back.
+"""Grouped reads: many chats' reads in one hand-off to a reader, plain rows back.
 
-A wizard step on SQLite's group path (bot.write_batch) reads a row or two and decides. Read
+A wizard step on the group path (bot.write_batch) reads a row or two and decides. Read
 through an AsyncSession, those rows cost the step more than everything else it does: a
 session made and closed, a pooled connection checked out, BEGIN, the ORM compiling,
-executing and building instances, COMMIT, each statement a hand-off to aiosqlite's thread
-(bench/README). Here a turn hands over prepared statements (compiled once, as the group
-commit's writes are) and gets tuples of plain values, converted by the columns' own result
-processing (JSON, datetimes, enums).
+executing and building instances, COMMIT, and on SQLite each statement a hand-off to
+aiosqlite's thread (bench/README). Here a turn hands over prepared statements (compiled
+once, as the group commit's writes are) and gets tuples of plain values, converted by the
+columns' own result processing (JSON, datetimes, enums).
 
-Whatever is handed over while one batch reads goes in the next, and a batch is one function
-on a reader connection's thread, in one read transaction: each turn's reads see one
-snapshot, taken after the turn asked. Nothing read here is trusted for long: a turn that
-acts on it writes behind guards that it is unchanged (bot.write_batch).
+Whatever is handed over while one batch reads goes in the next, and a batch is one read
+transaction on one reader connection (on SQLite a function on its thread, on PostgreSQL a
+REPEATABLE READ, READ ONLY transaction): each turn's reads see one snapshot, taken after
+the turn asked. Nothing read here is trusted for long: a turn that acts on it writes behind
+guards that it is unchanged (bot.write_batch).
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select
-from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Dialect
 
-from bot.batching import Batcher
-from bot.write_batch import SQLITE, Prepared
+from bot.batching import POSTGRESQL, SQLITE, Batcher, driver_error
+from bot.write_batch import Prepared
 
 Row = tuple[Any, ...]
 ResultProcessor = Callable[[Any], Any] | None
@@ -33,38 +34,44 @@ ResultProcessor = Callable[[Any], Any] | None
 
 @dataclass(frozen=True, slots=True)
 class Read:
-    """One bound SELECT, and how to convert each column of its rows."""
+    """One SELECT and its values, bound on the batch's side for its dialect."""
 
-    sql: str
-    params: tuple[Any, ...]
-    processors: tuple[ResultProcessor, ...]
+    query: PreparedRead
+    values: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
 class PreparedRead:
-    """A Core SELECT compiled once for SQLite, with its columns' result processing."""
+    """A Core SELECT compiled once for each dialect, with its columns' result processing."""
 
-    query: Prepared
-    processors: tuple[ResultProcessor, ...]
+    def __init__(self, statement: Select) -> None:
+        self._query = Prepared.of(statement)
+        self._columns = tuple(statement.selected_columns)
+        self._processors: dict[str, tuple[ResultProcessor, ...]] = {}
 
     @classmethod
     def of(cls, statement: Select) -> PreparedRead:
-        processors = tuple(
-            column.type.dialect_impl(SQLITE).result_processor(SQLITE, None)
-            for column in statement.selected_columns
-        )
-        return cls(Prepared.of(statement), processors)
+        return cls(statement)
+
+    def processors(self, dialect: Dialect) -> tuple[ResultProcessor, ...]:
+        processors = self._processors.get(dialect.name)
+        if processors is None:
+            processors = self._processors[dialect.name] = tuple(
+                column.type.dialect_impl(dialect).result_processor(dialect, None)
+                for column in self._columns
+            )
+        return processors
+
+    def on(self, dialect: Dialect, values: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]]:
+        compiled = self._query.on(dialect)
+        return compiled.sql, compiled.params(values)
 
     def bind(self, values: Mapping[str, Any]) -> Read:
-        bound = self.query.bind(values, expect=None)
-        return Read(bound.sql, bound.params, self.processors)
+        return Read(self, values)
 
 
-def _rows(connection: sqlite3.Connection, read: Read) -> list[Row]:
-    rows = connection.execute(read.sql, read.params).fetchall()
-    processors = read.processors
+def _processed(rows: Sequence[Sequence[Any]], processors: tuple[ResultProcessor, ...]) -> list[Row]:
     if not any(processors):
-        return rows
+        return [tuple(row) for row in rows]
     return [
         tuple(value if process is None else process(value)
               for value, process in zip(row, processors, strict=True))
@@ -83,11 +90,13 @@ def _read(connection: sqlite3.Connection, turns: Sequence[Sequence[Read]]) -> li
         for reads in turns:
             found: list[list[Row]] = []
             for read in reads:
+                sql, params = read.query.on(SQLITE, read.values)
                 try:
-                    found.append(_rows(connection, read))
+                    rows = connection.execute(sql, params).fetchall()
                 except sqlite3.Error as error:  # this turn's: the others read on
-                    outcomes.append(_as_sqlalchemy(error, read))
+                    outcomes.append(driver_error(SQLITE, error, sql, params))
                     break
+                found.append(_processed(rows, read.query.processors(SQLITE)))
             else:
                 outcomes.append(found)
     finally:
@@ -95,22 +104,47 @@ def _read(connection: sqlite3.Connection, turns: Sequence[Sequence[Read]]) -> li
     return outcomes
 
 
+async def _read_postgresql(connection: Any, turns: Sequence[Sequence[Read]]) -> list[Outcome]:
+    """On an asyncpg connection: every turn's reads, in one read-only snapshot (a failed
+    statement ends it; the turns after it read in a new one)."""
+    import asyncpg  # here: a SQLite process never loads it
+
+    def snapshot() -> Any:
+        return connection.transaction(isolation="repeatable_read", readonly=True)
+
+    outcomes: list[Outcome] = []
+    transaction = snapshot()
+    await transaction.start()
+    try:
+        for reads in turns:
+            found: list[list[Row]] = []
+            for read in reads:
+                sql, params = read.query.on(POSTGRESQL, read.values)
+                try:
+                    rows = await connection.fetch(sql, *params)
+                except asyncpg.PostgresError as error:  # this turn's: the others read on
+                    outcomes.append(driver_error(POSTGRESQL, error, sql, params))
+                    await transaction.rollback()
+                    transaction = snapshot()
+                    await transaction.start()
+                    break
+                found.append(_processed(rows, read.query.processors(POSTGRESQL)))
+            else:
+                outcomes.append(found)
+    finally:
+        await transaction.rollback()  # nothing was written: this only ends the snapshot
+    return outcomes
+
+
 class ReadBatch(Batcher[Sequence[Read]]):
-    """Turns' reads on one of the read engine's connections, a batch at a time (SQLite only)."""
+    """Turns' reads on one of the read engine's connections, a batch at a time."""
 
     def __init__(self, db: Any) -> None:
-        super().__init__(db.read_engine, _read)
+        super().__init__(db.read_engine, _read if db.sqlite else _read_postgresql)
 
     async def fetch(self, *reads: Read) -> list[list[Row]]:
         """The rows of each of `reads`, read together in one snapshot."""
         return await self._submit(reads)
 
     def _failed(self, error: Exception) -> BaseException:
-        if isinstance(error, sqlite3.Error):
-            return sa_exc.DBAPIError.instance("BEGIN", None, error, sqlite3.Error)
-        return error
-
-
-def _as_sqlalchemy(error: sqlite3.Error, read: Read) -> BaseException:
-    """A driver error as SQLAlchemy's, as the ORM path raises it."""
-    return sa_exc.DBAPIError.instance(read.sql, read.params, error, sqlite3.Error)
+        return driver_error(self._engine.dialect, error, "BEGIN", None)

@@ -1,58 +1,61 @@
-"""Group commit on SQLite: the writes of many chats' turns in one transaction, one hand-off.
+"""Group commit: the writes of many chats' turns in one transaction.
 
 SQLite has one write connection (bot.db), and a turn that reads, decides and writes through
 the ORM holds it for all of that: on the deadline day every member's typed answer queues
-behind every other. A turn on this path reads on a reader, decides, and hands over only
-its writes: a few prepared statements, each with the row count it must have. Whatever is
-handed over while one batch runs goes in the next, so the batches grow with the load.
+behind every other. PostgreSQL has no such queue, but a turn through the ORM there costs a
+pooled checkout, a transaction and a round trip per statement, with the ORM's work around
+each, on the one event loop (bench/README). A turn on this path reads on a reader
+(bot.read_batch), decides, and hands over only its writes: a few prepared statements, each
+with the row count it must have. Whatever is handed over while one batch runs goes in the
+next, so the batches grow with the load.
 
-A batch is one function on aiosqlite's thread: BEGIN IMMEDIATE; for each turn a SAVEPOINT,
-its statements, and RELEASE, or ROLLBACK TO when a statement changed another number of rows
-than expected (the row moved on since the turn read it, or its done mark is already there)
-or failed; then one COMMIT. A turn's writes therefore go in whole or not at all, the others'
-go in regardless, and each turn is told which: applied, or the index of the statement that
-did not match (the turn then redoes its work on the ORM path, under the lock), or the error.
-Nothing is stored before the COMMIT returns, and a turn replies only after it.
+A batch is one transaction: on SQLite one function on aiosqlite's thread (BEGIN IMMEDIATE),
+on PostgreSQL one connection's statements. For each turn a SAVEPOINT, its statements, and
+RELEASE, or ROLLBACK TO when a statement changed another number of rows than expected (the
+row moved on since the turn read it, or its done mark is already there) or failed; then
+one COMMIT. A turn's writes therefore go in whole or not at all, the others' go in
+regardless, and each turn is told which: applied, or the index of the statement that did
+not match (the turn then redoes its work on the ORM path, which decides afresh), or the
+error. Nothing is stored before the COMMIT returns, and a turn replies only after it.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Table, bindparam, delete, insert, literal_column, select, update
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 
-from bot.batching import Batcher
+from bot.batching import POSTGRESQL, SQLITE, Batcher, driver_error
 
 # Turns per transaction at most: a batch holds the write lock (and the CLI's writers wait
 # on it) for its whole length; at about 0.1 ms a turn this is a few tens of milliseconds.
 MAX_TURNS = 256
 APPLIED = None
-# What the statements are compiled for: SQLite's SQL and its qmark parameters, whichever
-# driver runs them (the type bind processing is the same for pysqlite and aiosqlite).
-SQLITE: Dialect = sqlite.dialect()
+# Each dialect's INSERT, for statements with an ON CONFLICT clause (SQLite's first).
+_INSERTS = (sqlite_insert, postgresql_insert)
 
 
 @dataclass(frozen=True)
-class Prepared:
-    """A Core statement compiled once for SQLite: its SQL, and how to bind values to it
-    (each through its column type's own bind processing: JSON, UTC datetimes, enums)."""
+class Compiled:
+    """A statement compiled for one dialect: its SQL, and how to bind values to it (each
+    through its column type's own bind processing: JSON, UTC datetimes, enums)."""
 
     sql: str
     names: tuple[str, ...]
     processors: tuple[Callable[[Any], Any] | None, ...]
     # Parameters the statement itself fixed (a JSON path, a literal), by name.
-    constants: Mapping[str, Any] = field(default_factory=dict)
+    constants: Mapping[str, Any]
+    returns_rows: bool  # a SELECT (a guard): what counts is the rows it finds
 
     @classmethod
-    def of(cls, statement: ClauseElement, dialect: Dialect = SQLITE) -> Prepared:
+    def of(cls, statement: ClauseElement, dialect: Dialect) -> Compiled:
         compiled = statement.compile(dialect=dialect)
         names = tuple(compiled.positiontup or ())
         binds = [compiled.binds[name] for name in names]
@@ -62,16 +65,42 @@ class Prepared:
         constants = {
             name: bind.value for name, bind in zip(names, binds, strict=True) if not bind.required
         }
-        return cls(compiled.string, names, processors, constants)
+        return cls(compiled.string, names, processors, constants,
+                   bool(getattr(statement, "is_select", False)))
 
-    def bind(self, values: Mapping[str, Any], expect: int | None = 1) -> Write:
+    def params(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
         if self.constants:
             values = {**self.constants, **values}
-        params = tuple(
+        return tuple(
             values[name] if process is None else process(values[name])
             for name, process in zip(self.names, self.processors, strict=True)
         )
-        return Write(self.sql, params, expect)
+
+
+class Prepared:
+    """A Core statement, compiled once for each dialect it runs on (SQLite's, or
+    PostgreSQL's through asyncpg), when first bound there."""
+
+    def __init__(self, statement: ClauseElement, postgresql: ClauseElement | None = None) -> None:
+        # An INSERT … ON CONFLICT is each dialect's own construct; others are shared.
+        shared = statement if postgresql is None else postgresql
+        self._statements = {SQLITE.name: statement, POSTGRESQL.name: shared}
+        self._compiled: dict[str, Compiled] = {}
+
+    @classmethod
+    def of(cls, statement: ClauseElement, postgresql: ClauseElement | None = None) -> Prepared:
+        return cls(statement, postgresql)
+
+    def on(self, dialect: Dialect) -> Compiled:
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            compiled = Compiled.of(self._statements[dialect.name], dialect)
+            self._compiled[dialect.name] = compiled
+        return compiled
+
+    def bind(self, values: Mapping[str, Any], expect: int | None = 1) -> Write:
+        """This statement with `values` (bound on the batch's side, for its dialect)."""
+        return Write(self, values, expect)
 
 
 def _bound(table: Table, prefix: str, name: str) -> Any:
@@ -110,7 +139,8 @@ def prepared_insert(table: Table, columns: Sequence[str], *, if_absent: bool = F
     already there (another turn's) makes it insert nothing (``ON CONFLICT DO NOTHING``)."""
     values = {name: _bound(table, "new", name) for name in columns}
     if if_absent:
-        return Prepared.of(sqlite_insert(table).values(values).on_conflict_do_nothing())
+        return Prepared.of(*(insert(table).values(values).on_conflict_do_nothing()
+                             for insert in _INSERTS))
     return Prepared.of(insert(table).values(values))
 
 
@@ -118,28 +148,38 @@ def prepared_increment(table: Table, *, keys: Sequence[str], counters: Sequence[
     """``INSERT`` a row of counts, or add them to the row with the same keys: increments
     commute, so turns that count into the same row need not have read it."""
     columns = [*keys, *counters]
-    statement = sqlite_insert(table).values({name: _bound(table, "new", name) for name in columns})
-    statement = statement.on_conflict_do_update(
-        index_elements=list(keys),
-        set_={name: table.c[name] + statement.excluded[name] for name in counters},
-    )
-    return Prepared.of(statement)
+
+    def upsert(insert: Callable[[Table], Any]) -> Any:
+        statement = insert(table).values({name: _bound(table, "new", name) for name in columns})
+        return statement.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={name: table.c[name] + statement.excluded[name] for name in counters},
+        )
+
+    return Prepared.of(*(upsert(insert) for insert in _INSERTS))
 
 
 def prepared_guard(table: Table, *, match: Sequence[str]) -> Prepared:
     """``SELECT 1 FROM table WHERE <match>``: a write that changes nothing, there so that a
-    turn whose decision rested on that row goes in only if the row is still as read."""
-    found = select(literal_column("1")).select_from(table)
-    return Prepared.of(found.where(*_matching(table, match)))
+    turn whose decision rested on that row goes in only if the row is still as read. On
+    PostgreSQL it also locks the row against change until the batch commits (``FOR
+    SHARE``); on SQLite the batch holds the one write lock anyway."""
+    found = select(literal_column("1")).select_from(table).where(*_matching(table, match))
+    return Prepared.of(found.with_for_update(read=True))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Write:
-    """One statement of a turn, and the row count it must have (None: any)."""
+    """One statement of a turn, its values, and the row count it must have (None: any)."""
 
-    sql: str
-    params: tuple[Any, ...]
+    statement: Prepared
+    values: Mapping[str, Any]
     expect: int | None = 1
+
+    def on(self, dialect: Dialect) -> tuple[str, tuple[Any, ...], bool]:
+        """Its SQL, bound parameters and whether it returns rows, for `dialect`."""
+        compiled = self.statement.on(dialect)
+        return compiled.sql, compiled.params(self.values), compiled.returns_rows
 
 
 Outcome = int | BaseException | None  # APPLIED, the index of the write that did not match, or why
@@ -154,14 +194,13 @@ def _apply(connection: sqlite3.Connection, turns: Sequence[Sequence[Write]]) -> 
             connection.execute("SAVEPOINT turn")
             outcome: Outcome = APPLIED
             for index, write in enumerate(writes):
+                sql, params, returns_rows = write.on(SQLITE)
                 try:
-                    cursor = connection.execute(write.sql, write.params)
+                    cursor = connection.execute(sql, params)
                     # A guard (a SELECT) counts the rows it finds; a change, those it changed.
-                    count = len(cursor.fetchall()) if cursor.description else cursor.rowcount
+                    count = len(cursor.fetchall()) if returns_rows else cursor.rowcount
                 except sqlite3.Error as error:
-                    outcome = sa_exc.DBAPIError.instance(
-                        write.sql, write.params, error, sqlite3.Error
-                    )
+                    outcome = driver_error(SQLITE, error, sql, params)
                     break
                 if write.expect is not None and count != write.expect:
                     outcome = index
@@ -178,25 +217,61 @@ def _apply(connection: sqlite3.Connection, turns: Sequence[Sequence[Write]]) -> 
     return outcomes
 
 
+# PostgreSQL's errors that mean another transaction got there first (a deadlock between two
+# processes' batches, a lock that could not be had): the turn lost a race, as on a changed
+# row, and redoes its work on the ORM path.
+_LOST_RACE = ("40001", "40P01", "55P03")
+
+
+async def _apply_postgresql(
+    connection: Any, turns: Sequence[Sequence[Write]]
+) -> list[Outcome]:
+    """On one of PostgreSQL's connections (asyncpg's, as SQLAlchemy set it up): every turn
+    in one transaction, each in a savepoint, whole or not at all."""
+    import asyncpg  # here: a SQLite process never loads it
+
+    outcomes: list[Outcome] = []
+    async with connection.transaction():
+        for writes in turns:
+            savepoint = connection.transaction()
+            await savepoint.start()
+            outcome: Outcome = APPLIED
+            for index, write in enumerate(writes):
+                sql, params, returns_rows = write.on(POSTGRESQL)
+                try:
+                    if returns_rows:
+                        count = len(await connection.fetch(sql, *params))
+                    else:  # asyncpg's status: "UPDATE 1", "INSERT 0 1", "DELETE 0"
+                        count = int((await connection.execute(sql, *params)).rpartition(" ")[2])
+                except asyncpg.PostgresError as error:
+                    # The done mark (the first write) finding its row means a duplicate:
+                    # a lost race there is an error, to be retried, never a silent drop.
+                    lost = error.sqlstate in _LOST_RACE and index > 0
+                    outcome = index if lost else driver_error(POSTGRESQL, error, sql, params)
+                    break
+                if write.expect is not None and count != write.expect:
+                    outcome = index
+                    break
+            if outcome is APPLIED:
+                await savepoint.commit()
+            else:
+                await savepoint.rollback()
+            outcomes.append(outcome)
+    return outcomes
+
+
 class WriteBatch(Batcher[Sequence[Write]]):
-    """Turns' writes group-committed on the database's write connection (SQLite only)."""
+    """Turns' writes group-committed on one of the write engine's connections."""
 
     max_items = MAX_TURNS
+    around_item = 2  # SAVEPOINT, and RELEASE or ROLLBACK TO
 
     def __init__(self, db: Any) -> None:
-        super().__init__(db.engine, _apply)
+        super().__init__(db.engine, _apply if db.sqlite else _apply_postgresql)
 
     async def apply(self, writes: Sequence[Write]) -> Outcome:
         """Store `writes` as one unit with other turns' and return once committed (or not)."""
         return await self._submit(writes)
 
     def _failed(self, error: Exception) -> BaseException:
-        return _as_sqlalchemy(error)
-
-
-def _as_sqlalchemy(error: Exception) -> Exception:
-    """A driver error as SQLAlchemy's, as the ORM path raises it (the webhook tells a
-    transient "database is locked" from a bug by SQLAlchemy's classes)."""
-    if isinstance(error, sqlite3.Error):
-        return sa_exc.DBAPIError.instance("BEGIN IMMEDIATE", None, error, sqlite3.Error)
-    return error
+        return driver_error(self._engine.dialect, error, "BEGIN", None)

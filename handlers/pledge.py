@@ -89,7 +89,7 @@ async def section_text(update: Update, context: ContextTypes.DEFAULT_TYPE, t: Tu
 
 @dataclass
 class _Grouped:
-    """A member's turn on a reader, with what SQLite's group path needs."""
+    """A member's turn on a reader, with what the group path needs."""
 
     t: Turn
     in_force: CampaignInForce
@@ -102,14 +102,11 @@ async def _grouped_turn(
     update: Update, context: ContextTypes.DEFAULT_TYPE
 ) -> AsyncIterator[_Grouped | None]:
     """A turn for the group path (bot.read_batch, bot.write_batch), or None where it does
-    not apply: not SQLite, not a joined member on a reader, no campaign in force (the
-    locked path then explains). Who is writing may come from the read cache: the turn's
+    not apply: not a joined member on a reader, no campaign in force (the
+    ORM path then explains). Who is writing may come from the read cache: the turn's
     writes go in only if the database still says the same (`pledges._store_grouped`)."""
     db = services(context).db
     batch, reads = db.write_batch, db.read_batch
-    if batch is None or reads is None:
-        yield None
-        return
     try:
         async with turn(update, context, reads_only=True, reader_or_nothing=True) as t:
             in_force = await campaign_in_force(t) if t.person.joined else None
@@ -117,13 +114,13 @@ async def _grouped_turn(
             # for its reads and its group commit.
             await end_transaction()
             yield _Grouped(t, in_force, reads, batch) if in_force is not None else None
-    except NotOnReader:  # someone new, or unblocking: the locked path records them
+    except NotOnReader:  # someone new, or unblocking: the ORM path records them
         yield None
 
 
 async def _grouped_open(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
-    """/pledge on SQLite, tried first in a group commit; False when this path does not
-    apply (a first pledge, a lost race, a refusal), and it runs under the write lock."""
+    """/pledge, tried first in a group commit; False when this path does not
+    apply (a first pledge, a lost race, a refusal), and it runs on the ORM path."""
     async with _grouped_turn(update, context) as grouped:
         if grouped is None:
             return False
@@ -144,8 +141,8 @@ async def _grouped_open(update: Update, context: ContextTypes.DEFAULT_TYPE) -> b
 
 
 async def grouped_answer(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
-    """Typed text on SQLite, tried first as a wizard answer in a group commit; False when
-    it is not one (or lost a race), and the router handles it under the write lock."""
+    """Typed text, tried first as a wizard answer in a group commit; False when
+    it is not one (or lost a race), and the router handles it on the ORM path."""
     message = update.effective_message
     if message is None:
         return False
@@ -171,9 +168,9 @@ async def grouped_answer(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
 async def grouped_button(
     update: Update, context: ContextTypes.DEFAULT_TYPE, action: str, version: int
 ) -> bool:
-    """Back, skip or submit on SQLite, tried first in a group commit; False when this path
-    does not apply (or lost a race, or refused), and the button is handled under the write
-    lock, which refuses in the one place refusals are shown."""
+    """Back, skip or submit, tried first in a group commit; False when this path
+    does not apply (or lost a race, or refused), and the button is handled on the ORM
+    path, which refuses in the one place refusals are shown."""
     if action not in {"back", "skip", "submit"}:
         return False
     async with _grouped_turn(update, context) as grouped:

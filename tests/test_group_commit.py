@@ -1,5 +1,5 @@
-"""Wizard answers of many members stored together (SQLite's group commit, bot.write_batch),
-read together too (its grouped reads, bot.read_batch).
+"""Wizard answers of many members stored together (the group commit, bot.write_batch), read
+together too (the grouped reads, bot.read_batch), on SQLite and on PostgreSQL.
 
 What a member sees must not change: their own answer saved, the next step shown after it
 was stored, and an answer that lost a race with another change of their chat still saved.
@@ -8,17 +8,17 @@ was stored, and an answer that lost a race with another change of their chat sti
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import bindparam, text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import Integer, bindparam, column, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import select
 
 from bot.models import ChatState, Pledge, PledgeStatus, PledgeVersion, ProcessedUpdate
-from bot.read_batch import PreparedRead, Read
+from bot.read_batch import PreparedRead
 from bot.services import tallies
-from bot.write_batch import Write
+from bot.write_batch import Write, prepared_insert, prepared_update
 from tests import factories
 from tests.dialog import label, press, say
 from tests.services import admin_cli
@@ -50,7 +50,7 @@ async def test_members_typing_at_once_each_get_their_own_answer_saved(svc, membe
     for user in members:
         await say(svc, user, "/pledge")
     batch = svc.db.write_batch
-    before = (batch.batches, batch.turns) if batch is not None else None
+    before = (batch.batches, batch.turns)
 
     await asyncio.gather(
         *(user.send(f"Phần một của người số {n}.") for n, user in enumerate(members))
@@ -63,18 +63,19 @@ async def test_members_typing_at_once_each_get_their_own_answer_saved(svc, membe
     drafts = await _drafts(svc)
     for n, user in enumerate(members):
         assert list(drafts[user.member_id].values()) == [f"Phần một của người số {n}."]
-    if batch is not None:  # SQLite: fewer transactions than answers
-        batches, turns = batch.batches - before[0], batch.turns - before[1]
-        assert turns == MEMBERS
-        assert batches < turns
+    batches, turns = batch.batches - before[0], batch.turns - before[1]
+    assert turns == MEMBERS
+    assert batches < turns  # fewer transactions than answers
 
 
 async def _moved_on_while_waiting(svc, act) -> None:
-    """Do `act` while SQLite's one write connection is taken; once its writes wait for
-    their group commit, move the chat's state on (as another device pressing a button
-    would), then let the group commit run."""
+    """Do `act` while its group commit cannot go in: on SQLite the one write connection
+    is taken, on PostgreSQL the chat's state row is locked. Once its writes wait, move the
+    chat's state on (as another device pressing a button would), then let them run."""
     holder = await svc.db.engine.connect()
     try:
+        if not svc.db.sqlite:
+            await holder.execute(text("SELECT version FROM chatstate FOR UPDATE"))
         await act
         for _ in range(200):
             if svc.db.write_batch.waiting:
@@ -90,9 +91,7 @@ async def _moved_on_while_waiting(svc, act) -> None:
 async def test_an_answer_that_lost_a_race_is_still_saved_once(svc, members):
     """The chat's state moves on (another device pressed a button) after the answer was
     read and before its writes went in: they are refused whole, and the answer is then
-    handled under the write lock, against the state as it is now."""
-    if svc.db.write_batch is None:
-        pytest.skip("the group-commit path is SQLite's")
+    handled on the ORM path, against the state as it is now."""
     user = members[0]
     await say(svc, user, "/pledge")
     async with svc.db.reader() as session:
@@ -108,7 +107,7 @@ async def test_an_answer_that_lost_a_race_is_still_saved_once(svc, members):
     async with svc.db.reader() as session:
         [state] = (await session.exec(select(ChatState))).all()
     assert state.step == 1
-    assert state.version == opened + 2  # the other change, then the answer on the locked path
+    assert state.version == opened + 2  # the other change, then the answer on the ORM path
 
 
 async def test_a_redelivered_answer_is_neither_saved_again_nor_answered_twice(
@@ -126,24 +125,27 @@ async def test_a_redelivered_answer_is_neither_saved_again_nor_answered_twice(
     assert list((await _drafts(svc))[user.member_id].values()) == ["Chỉ một lần."]
 
 
+def _mark_writes(*ids: int) -> list[Write]:
+    """A turn of done marks, one per id, each expected to add its row."""
+    insert = prepared_insert(ProcessedUpdate.__table__, ("channel", "update_id", "processed_at"))
+    return [
+        insert.bind({"new_channel": "t", "new_update_id": n,
+                     "new_processed_at": datetime(2024, 4, 5, n % 24, tzinfo=UTC)})
+        for n in ids
+    ]
+
+
 async def test_a_failing_turn_in_a_group_commit_is_undone_alone(db, clock):
     """Each turn's writes go in whole or not at all; the other turns of the batch go in."""
     batch = db.write_batch
-    if batch is None:
-        pytest.skip("the group-commit path is SQLite's")
-    insert = "INSERT INTO processedupdate (channel, update_id, processed_at) VALUES (?, ?, ?)"
-    at = "2024-04-05 01:00:00.000000"
-    await batch.apply([Write(insert, ("t", 1, at))])
-
-    def turn(*ids: int) -> list[Write]:
-        return [Write(insert, ("t", n, at)) for n in ids]
-
-    touches_nothing = [Write("UPDATE chatstate SET step = 0 WHERE identity_id = -1", ())]
+    await batch.apply(_mark_writes(1))
+    no_state = prepared_update(ChatState.__table__, match=("identity_id",), assign=("step",))
+    touches_nothing = [no_state.bind({"seen_identity_id": -1, "new_step": 0})]
     outcomes = await asyncio.gather(
-        batch.apply(turn(2, 3)),
-        batch.apply(turn(4, 1)),  # 1 is there already: 4 must not stay either
-        batch.apply(turn(5) + touches_nothing),  # its second write expects one row
-        batch.apply(turn(6)),
+        batch.apply(_mark_writes(2, 3)),
+        batch.apply(_mark_writes(4, 1)),  # 1 is there already: 4 must not stay either
+        batch.apply(_mark_writes(5) + touches_nothing),  # its second write expects one row
+        batch.apply(_mark_writes(6)),
         return_exceptions=True,
     )
     assert outcomes[0] is None and outcomes[3] is None
@@ -158,29 +160,31 @@ async def test_reads_handed_over_at_once_are_read_together_each_turn_its_own(db)
     """One read transaction for the turns that asked at once; each gets its own rows, as
     the columns' types make them, and a turn whose statement fails gets the error alone."""
     reads = db.read_batch
-    if reads is None:
-        pytest.skip("the grouped reads are SQLite's")
-    insert = "INSERT INTO processedupdate (channel, update_id, processed_at) VALUES (?, ?, ?)"
-    await db.write_batch.apply(
-        [Write(insert, ("t", n, f"2024-04-05 0{n}:00:00.000000")) for n in (1, 2, 3)]
-    )
+    await db.write_batch.apply(_mark_writes(1, 2, 3))
     done = PreparedRead.of(
         select(ProcessedUpdate.update_id, ProcessedUpdate.processed_at).where(
             ProcessedUpdate.update_id == bindparam("update_id")
         )
     )
-    broken = Read("SELECT update_id FROM no_such_table", (), (None,))
+    broken = PreparedRead.of(
+        text("SELECT update_id FROM no_such_table").columns(column("update_id", Integer))
+    )
     before = reads.batches
     outcomes = await asyncio.gather(
         *(reads.fetch(done.bind({"update_id": n})) for n in (1, 2)),
-        reads.fetch(broken),
+        reads.fetch(broken.bind({})),
         reads.fetch(done.bind({"update_id": 3}), done.bind({"update_id": 4})),
         return_exceptions=True,
     )
-    assert outcomes[0] == [[(1, datetime(2024, 4, 5, 1, 0))]]
-    assert outcomes[1] == [[(2, datetime(2024, 4, 5, 2, 0))]]
-    assert isinstance(outcomes[2], OperationalError)
-    assert outcomes[3] == [[(3, datetime(2024, 4, 5, 3, 0))], []]
+
+    def at(hour: int) -> datetime:  # SQLite keeps the UTC time without its zone
+        when = datetime(2024, 4, 5, hour, tzinfo=UTC)
+        return when.replace(tzinfo=None) if db.sqlite else when
+
+    assert outcomes[0] == [[(1, at(1))]]
+    assert outcomes[1] == [[(2, at(2))]]
+    assert isinstance(outcomes[2], DBAPIError)  # no such table
+    assert outcomes[3] == [[(3, at(3))], []]
     assert reads.batches - before == 1
 
 
@@ -229,7 +233,7 @@ async def test_members_filing_at_once_are_counted_right(svc, members):
     for n, user in enumerate(members):
         await _fill(svc, user, n)
     batch = svc.db.write_batch
-    before = batch.turns if batch is not None else 0
+    before = batch.turns
     submit = label(svc, "submit")
     await asyncio.gather(*(user.press(submit) for user in members))
     for user in members:
@@ -242,8 +246,7 @@ async def test_members_filing_at_once_are_counted_right(svc, members):
         assert len((await session.exec(select(PledgeVersion))).all()) == MEMBERS
         assert await tallies.stored(session) == await tallies.counted_from_scratch(session)
         assert (await session.exec(select(ChatState))).all() == []
-    if batch is not None:
-        assert batch.turns - before == MEMBERS  # every filing went in a group commit
+    assert batch.turns - before == MEMBERS  # every filing went in a group commit
 
     # Revisions (the deadline is still ahead): a new version each, the counts unchanged.
     for n, user in enumerate(members[:4]):
@@ -274,8 +277,6 @@ async def test_a_filing_refused_on_the_group_path_is_refused_as_before(svc, memb
 async def test_a_filing_that_lost_a_race_leaves_nothing_half_done(svc, members, emulator):
     """The chat moves on while the filing waits for its group commit: none of its writes
     (the pledge, the version, the counts) go in, and the button is then found stale."""
-    if svc.db.write_batch is None:
-        pytest.skip("the group-commit path is SQLite's")
     user = members[0]
     await _fill(svc, user, 0)
     await _moved_on_while_waiting(svc, user.press(label(svc, "submit")))

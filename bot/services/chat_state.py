@@ -18,7 +18,7 @@ from bot.write_batch import Prepared, Write, prepared_delete, prepared_insert, p
 
 @dataclass(frozen=True, slots=True)
 class StateSeen:
-    """A chat's state as read on SQLite's group path (bot.read_batch): plain values, no
+    """A chat's state as read on the group path (bot.read_batch): plain values, no
     session, written back only behind its version (`put_write`)."""
 
     identity_id: int

@@ -119,7 +119,7 @@ def unchanged(person: Person) -> list[Write]:
     account still linked to the member and not blocked, the member still active in the
     same unit. A turn on that path may take the person from the read cache, which cannot
     hear of the command line changing the same SQLite file; its writes then go in only if
-    the database still says the same, and otherwise the turn is redone under the lock."""
+    the database still says the same, and otherwise the turn is redone on the ORM path."""
     identity, member = person.identity, person.member
     guards = [
         _identity_guard().bind(

@@ -58,7 +58,7 @@ def _writer(person: Person) -> Writer:
 
 @dataclass(frozen=True, slots=True)
 class PledgeSeen:
-    """A pledge as read on SQLite's group path (bot.read_batch): plain values, no session,
+    """A pledge as read on the group path (bot.read_batch): plain values, no session,
     written back only behind what the write matches on."""
 
     id: int
@@ -85,7 +85,7 @@ _SEEN_COLUMNS = (
     Pledge.current_version, Pledge.first_submitted_at, Pledge.late, Pledge.review,
     Pledge.revise_by,
 )
-# Either way of reading them: the locked path's ORM rows, or the group path's values.
+# Either way of reading them: the ORM path's rows, or the group path's values.
 AnyPledge = Pledge | PledgeSeen
 AnyState = ChatState | StateSeen
 
@@ -260,7 +260,7 @@ async def open_grouped(
     tz: tzinfo,
     mark: updates.UpdateMark | None,
 ) -> WizardView | None:
-    """`open_wizard` in one of SQLite's group commits (as `answer_grouped`), for a pledge
+    """`open_wizard` in one of the group commits (as `answer_grouped`), for a pledge
     that exists: a new one is created under the lock (its id goes into the chat's state).
     None when this path does not apply or lost a race."""
     writer = _writer(person)
@@ -388,13 +388,13 @@ async def answer_grouped(
     at: datetime,
     mark: updates.UpdateMark | None,
 ) -> WizardView | None:
-    """`answer` for a member's own wizard, read in one of SQLite's grouped reads
+    """`answer` for a member's own wizard, read in one of the grouped reads
     (bot.read_batch) and written with other chats' answers in one of its group commits
     (bot.write_batch).
 
     None when this path does not apply or lost a race: the chat is in no wizard of its own,
     the wizard's pledge is not this campaign's, or the chat's state (or who is writing)
-    moved on after it was read. The caller then runs `answer` under the write lock, which
+    moved on after it was read. The caller then runs `answer` on the ORM path, which
     decides afresh.
     """
     found = await _own_wizard(reads, _writer(person), in_force, None)
@@ -422,7 +422,7 @@ async def _own_wizard(
 ) -> tuple[StateSeen, PledgeSeen, list[list[Row]]] | None:
     """`_active` for the group path, changing nothing (with the rows of `also`, read in the
     same snapshot): where `_active` would clear a state whose pledge is not this one's,
-    this returns None, and the locked path then does. None too for typed text (`version`
+    this returns None, and the ORM path then does. None too for typed text (`version`
     None) in no wizard: the router's."""
     wizard, *rest = await reads.fetch(_wizard_read().bind({"identity_id": writer.identity_id}),
                                       *also)
@@ -519,7 +519,7 @@ async def move_grouped(
     at: datetime,
     mark: updates.UpdateMark | None,
 ) -> WizardView | None:
-    """`move` for a member's own wizard in one of SQLite's group commits (as
+    """`move` for a member's own wizard in one of the group commits (as
     `answer_grouped`); None when this path does not apply or lost a race."""
     found = await _own_wizard(reads, _writer(person), in_force, version)
     if found is None:
@@ -637,7 +637,7 @@ async def submit_grouped(
     mark: updates.UpdateMark | None,
 ) -> Submitted | None:
     """`submit` for a member's own wizard, read on `session` (a reader) and written in one
-    of SQLite's group commits (bot.write_batch), as `answer_grouped` does.
+    of the group commits (bot.write_batch), as `answer_grouped` does.
 
     The stored counts change by increments computed from the member's contribution as
     read, behind guards that what it was computed from is unchanged: the chat state's

@@ -227,12 +227,13 @@ def done_write(mark: UpdateMark) -> Write:
 @functools.cache
 def _done_statement() -> Prepared:
     table = ProcessedUpdate.__table__
-    insert = sqlite_insert(table).values(
-        channel=bindparam("mark_channel", type_=table.c.channel.type),
-        update_id=bindparam("mark_update", type_=table.c.update_id.type),
-        processed_at=bindparam("mark_at", type_=table.c.processed_at.type),
-    )
-    return Prepared.of(insert.on_conflict_do_nothing())
+    values = {
+        "channel": bindparam("mark_channel", type_=table.c.channel.type),
+        "update_id": bindparam("mark_update", type_=table.c.update_id.type),
+        "processed_at": bindparam("mark_at", type_=table.c.processed_at.type),
+    }
+    return Prepared.of(*(insert(table).values(values).on_conflict_do_nothing()
+                         for insert in (sqlite_insert, pg_insert)))
 
 
 def grouped(mark: UpdateMark | None, outcome: int | None) -> bool:
