@@ -68,14 +68,15 @@ def _asyncpg_dbapi() -> Any:
 
 class Batcher(Generic[Item]):
     """Requests (each a sequence of statements) queued, and run a batch at a time as
-    `function(connection, items)` on a connection of `engine`, which returns each item's
-    outcome: on SQLite a function given the sqlite3 connection on its thread, on
-    PostgreSQL a coroutine function given the asyncpg connection."""
+    `function(connection, items, gone)` on a connection of `engine`, which returns each
+    item's outcome (`gone[i]()`: whether item i's caller was cancelled meanwhile). On
+    SQLite a function given the sqlite3 connection, on its thread; on PostgreSQL a
+    coroutine function given the asyncpg connection."""
 
     max_items = 256
     around_item = 0  # statements a batch adds around each request (a savepoint's two)
 
-    def __init__(self, engine: Any, function: Callable[[Any, list[Item]], list[Any]]) -> None:
+    def __init__(self, engine: Any, function: Callable[..., Any]) -> None:
         self._engine = engine
         self._function = function
         self._pending: list[tuple[Item, asyncio.Future[Any]]] = []
@@ -132,16 +133,21 @@ class Batcher(Generic[Item]):
             items = [item for item, _ in live]
             if not live:
                 return
+            # And one cancelled while its batch runs (waiting on a row lock, say) is undone
+            # if the batch can still tell: each function asks before a request's RELEASE.
+            gone = [future.done for _, future in live]
             if self._engine.dialect.name == SQLITE.name:
-                outcomes = await pooled.dbapi_connection.run_on_thread(self._function, items)
+                outcomes = await pooled.dbapi_connection.run_on_thread(
+                    self._function, items, gone
+                )
             else:
-                outcomes = await self._function(pooled.driver_connection, items)
+                outcomes = await self._function(pooled.driver_connection, items, gone)
         self.batches += 1
         self.turns += len(live)
         around = self.around_item
         self.statements += 2 + sum(len(item) + around for item in items)  # type: ignore[arg-type]
         for (_, future), outcome in zip(live, outcomes, strict=True):
-            if not future.done():  # cancelled while it ran: what it did stands
+            if not future.done():  # cancelled after its part was done: that stands
                 future.set_result(outcome)
 
     def _failed(self, error: Exception) -> BaseException:

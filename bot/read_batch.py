@@ -82,7 +82,9 @@ def _processed(rows: Sequence[Sequence[Any]], processors: tuple[ResultProcessor,
 Outcome = list[list[Row]] | BaseException  # each read's rows, or why the turn's failed
 
 
-def _read(connection: sqlite3.Connection, turns: Sequence[Sequence[Read]]) -> list[Outcome]:
+def _read(
+    connection: sqlite3.Connection, turns: Sequence[Sequence[Read]], _gone: object
+) -> list[Outcome]:
     """On aiosqlite's thread: every turn's reads, in one read transaction."""
     outcomes: list[Outcome] = []
     connection.execute("BEGIN")
@@ -104,7 +106,9 @@ def _read(connection: sqlite3.Connection, turns: Sequence[Sequence[Read]]) -> li
     return outcomes
 
 
-async def _read_postgresql(connection: Any, turns: Sequence[Sequence[Read]]) -> list[Outcome]:
+async def _read_postgresql(
+    connection: Any, turns: Sequence[Sequence[Read]], _gone: object
+) -> list[Outcome]:
     """On an asyncpg connection: every turn's reads, in one read-only snapshot (a failed
     statement ends it; the turns after it read in a new one)."""
     import asyncpg  # here: a SQLite process never loads it

@@ -183,14 +183,22 @@ class Write:
 
 
 Outcome = int | BaseException | None  # APPLIED, the index of the write that did not match, or why
+Gone = Sequence[Callable[[], bool]]  # per turn: whether its caller was cancelled meanwhile
 
 
-def _apply(connection: sqlite3.Connection, turns: Sequence[Sequence[Write]]) -> list[Outcome]:
+# What a turn whose caller was cancelled while its batch ran is given (no one reads it):
+# its writes were rolled back to its savepoint.
+WITHDRAWN = -1
+
+
+def _apply(
+    connection: sqlite3.Connection, turns: Sequence[Sequence[Write]], gone: Gone
+) -> list[Outcome]:
     """On aiosqlite's thread: every turn in one transaction, each whole or not at all."""
     outcomes: list[Outcome] = []
     connection.execute("BEGIN IMMEDIATE")
     try:
-        for writes in turns:
+        for number, writes in enumerate(turns):
             connection.execute("SAVEPOINT turn")
             outcome: Outcome = APPLIED
             for index, write in enumerate(writes):
@@ -205,6 +213,8 @@ def _apply(connection: sqlite3.Connection, turns: Sequence[Sequence[Write]]) -> 
                 if write.expect is not None and count != write.expect:
                     outcome = index
                     break
+            if outcome is APPLIED and gone[number]():
+                outcome = WITHDRAWN
             if outcome is not APPLIED:
                 connection.execute("ROLLBACK TO turn")
             connection.execute("RELEASE turn")
@@ -224,7 +234,7 @@ _LOST_RACE = ("40001", "40P01", "55P03")
 
 
 async def _apply_postgresql(
-    connection: Any, turns: Sequence[Sequence[Write]]
+    connection: Any, turns: Sequence[Sequence[Write]], gone: Gone
 ) -> list[Outcome]:
     """On one of PostgreSQL's connections (asyncpg's, as SQLAlchemy set it up): every turn
     in one transaction, each in a savepoint, whole or not at all."""
@@ -232,7 +242,7 @@ async def _apply_postgresql(
 
     outcomes: list[Outcome] = []
     async with connection.transaction():
-        for writes in turns:
+        for number, writes in enumerate(turns):
             savepoint = connection.transaction()
             await savepoint.start()
             outcome: Outcome = APPLIED
@@ -252,6 +262,8 @@ async def _apply_postgresql(
                 if write.expect is not None and count != write.expect:
                     outcome = index
                     break
+            if outcome is APPLIED and gone[number]():
+                outcome = WITHDRAWN
             if outcome is APPLIED:
                 await savepoint.commit()
             else:
