@@ -511,6 +511,8 @@ async def bench_backend(backend: str, args) -> dict[str, list[float]]:
             if batch.batches:
                 print(f"[{backend}] {name}: {batch.turns} wizard steps in {batch.batches} "
                       f"transactions, {batch.turns / batch.batches:.1f} per transaction")
+        if db.write_batch.turns:
+            print(f"[{backend}] lost races (redone on the ORM path): {db.write_batch.lost_races}")
     finally:
         await stopped(project)
         await stopped(echo)

@@ -2,7 +2,8 @@
 
 Both group paths are this (bot.write_batch for writes, bot.read_batch for reads): the first
 request starts a drain task; whatever arrives while a batch runs waits for the next one, so
-batches grow with the load; each caller gets its own outcome, or the error that stopped its
+batches grow with the load (on PostgreSQL up to three batches run at once, each on its own
+connection); each caller gets its own outcome, or the error that stopped its
 whole batch. A batch is one function on one pooled connection, in one transaction: on
 SQLite run on the connection's aiosqlite thread (bot.sqlite_driver), on PostgreSQL awaited
 on its asyncpg connection.
@@ -21,6 +22,11 @@ from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import Dialect
 
 Item = TypeVar("Item")
+# Batches at once on PostgreSQL, each on its own connection. A batch there mostly waits for
+# the server's answers, a round trip a statement; measured on the wizard mix
+# (bench/throughput.py), three in flight took it from about 210 to 330 steps/s where one
+# left the event loop idle a quarter of the time, and a fourth added nothing.
+POSTGRESQL_LANES = 3
 
 # What the statements are compiled for: SQLite's SQL and its qmark parameters, whichever
 # driver runs them (the type bind processing is the same for pysqlite and aiosqlite), and
@@ -81,7 +87,9 @@ class Batcher(Generic[Item]):
         self._function = function
         self._pending: list[tuple[Item, asyncio.Future[Any]]] = []
         self._running = 0
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Batches run at once: SQLite has one writer, so one.
+        self._lanes = 1 if engine.dialect.name == SQLITE.name else POSTGRESQL_LANES
         # Done so far (bench/throughput.py prints them): transactions, the requests in
         # them, and their statements (each request's and what wraps it, each BEGIN and COMMIT).
         self.batches = 0
@@ -93,12 +101,19 @@ class Batcher(Generic[Item]):
         """Requests handed over and not answered yet."""
         return len(self._pending) + self._running
 
+    @property
+    def running(self) -> int:
+        """Requests in batches under way."""
+        return self._running
+
     async def _submit(self, item: Item) -> Any:
         """Queue `item`; its outcome once its batch ran (an exception outcome is raised)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain())
+        if len(self._tasks) < self._lanes:
+            task = asyncio.create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         outcome = await future
         if isinstance(outcome, BaseException):
             raise outcome
@@ -106,14 +121,14 @@ class Batcher(Generic[Item]):
 
     async def close(self) -> None:
         """Wait for the batches under way (before the engine that runs them is disposed)."""
-        if self._task is not None and not self._task.done():
-            await asyncio.shield(self._task)
+        if self._tasks:
+            await asyncio.shield(asyncio.gather(*self._tasks))
 
     async def _drain(self) -> None:
         while self._pending:
             limit = self.max_items
             batch, self._pending = self._pending[:limit], self._pending[limit:]
-            self._running = len(batch)
+            self._running += len(batch)
             try:
                 await self._run(batch)
             except Exception as error:  # the batch as a whole failed: each caller is told
@@ -121,7 +136,7 @@ class Batcher(Generic[Item]):
                     if not future.done():
                         future.set_result(self._failed(error))
             finally:
-                self._running = 0
+                self._running -= len(batch)
 
     async def _run(self, batch: list[tuple[Item, asyncio.Future[Any]]]) -> None:
         async with self._engine.connect() as connection:

@@ -81,15 +81,24 @@ class Prepared:
     """A Core statement, compiled once for each dialect it runs on (SQLite's, or
     PostgreSQL's through asyncpg), when first bound there."""
 
-    def __init__(self, statement: ClauseElement, postgresql: ClauseElement | None = None) -> None:
+    def __init__(
+        self, statement: ClauseElement, postgresql: ClauseElement | None = None, *,
+        commutes: bool = False,
+    ) -> None:
         # An INSERT … ON CONFLICT is each dialect's own construct; others are shared.
         shared = statement if postgresql is None else postgresql
         self._statements = {SQLITE.name: statement, POSTGRESQL.name: shared}
         self._compiled: dict[str, Compiled] = {}
+        # An increment: its order among other turns' does not matter, so the batch runs
+        # it after every turn, sorted (see `_deferred`).
+        self.commutes = commutes
 
     @classmethod
-    def of(cls, statement: ClauseElement, postgresql: ClauseElement | None = None) -> Prepared:
-        return cls(statement, postgresql)
+    def of(
+        cls, statement: ClauseElement, postgresql: ClauseElement | None = None, *,
+        commutes: bool = False,
+    ) -> Prepared:
+        return cls(statement, postgresql, commutes=commutes)
 
     def on(self, dialect: Dialect) -> Compiled:
         compiled = self._compiled.get(dialect.name)
@@ -156,7 +165,7 @@ def prepared_increment(table: Table, *, keys: Sequence[str], counters: Sequence[
             set_={name: table.c[name] + statement.excluded[name] for name in counters},
         )
 
-    return Prepared.of(*(upsert(insert) for insert in _INSERTS))
+    return Prepared.of(*(upsert(insert) for insert in _INSERTS), commutes=True)
 
 
 def prepared_guard(table: Table, *, match: Sequence[str]) -> Prepared:
@@ -184,6 +193,18 @@ class Write:
 
 Outcome = int | BaseException | None  # APPLIED, the index of the write that did not match, or why
 Gone = Sequence[Callable[[], bool]]  # per turn: whether its caller was cancelled meanwhile
+Bound = tuple[str, tuple[Any, ...]]
+
+
+def _deferred(increments: list[Bound]) -> list[Bound]:
+    """The applied turns' increments, to run after every turn and before the COMMIT, in
+    one order (table, then keys) that every batch of every process follows.
+
+    The count rows are shared by a unit's members: two batches on PostgreSQL (three run at
+    once, and other processes have theirs) that each locked one unit's row and then
+    wanted the other's deadlocked, and the server broke it only after a second. Taken in
+    one order, and only when a batch holds no other lock it waits on, they cannot."""
+    return sorted(increments)
 
 
 # What a turn whose caller was cancelled while its batch ran is given (no one reads it):
@@ -196,13 +217,18 @@ def _apply(
 ) -> list[Outcome]:
     """On aiosqlite's thread: every turn in one transaction, each whole or not at all."""
     outcomes: list[Outcome] = []
+    increments: list[Bound] = []
     connection.execute("BEGIN IMMEDIATE")
     try:
         for number, writes in enumerate(turns):
             connection.execute("SAVEPOINT turn")
             outcome: Outcome = APPLIED
+            own: list[Bound] = []
             for index, write in enumerate(writes):
                 sql, params, returns_rows = write.on(SQLITE)
+                if write.statement.commutes:
+                    own.append((sql, params))
+                    continue
                 try:
                     cursor = connection.execute(sql, params)
                     # A guard (a SELECT) counts the rows it finds; a change, those it changed.
@@ -217,8 +243,12 @@ def _apply(
                 outcome = WITHDRAWN
             if outcome is not APPLIED:
                 connection.execute("ROLLBACK TO turn")
+            else:
+                increments.extend(own)
             connection.execute("RELEASE turn")
             outcomes.append(outcome)
+        for sql, params in _deferred(increments):
+            connection.execute(sql, params)
         connection.execute("COMMIT")
     except BaseException:
         if connection.in_transaction:
@@ -228,8 +258,8 @@ def _apply(
 
 
 # PostgreSQL's errors that mean another transaction got there first (a deadlock between two
-# processes' batches, a lock that could not be had): the turn lost a race, as on a changed
-# row, and redoes its work on the ORM path.
+# batches, of this process or another; a lock that could not be had): the turn lost a race,
+# as on a changed row, and redoes its work on the ORM path.
 _LOST_RACE = ("40001", "40P01", "55P03")
 
 
@@ -241,13 +271,18 @@ async def _apply_postgresql(
     import asyncpg  # here: a SQLite process never loads it
 
     outcomes: list[Outcome] = []
+    increments: list[Bound] = []
     async with connection.transaction():
         for number, writes in enumerate(turns):
             savepoint = connection.transaction()
             await savepoint.start()
             outcome: Outcome = APPLIED
+            own: list[Bound] = []
             for index, write in enumerate(writes):
                 sql, params, returns_rows = write.on(POSTGRESQL)
+                if write.statement.commutes:
+                    own.append((sql, params))
+                    continue
                 try:
                     if returns_rows:
                         count = len(await connection.fetch(sql, *params))
@@ -266,9 +301,12 @@ async def _apply_postgresql(
                 outcome = WITHDRAWN
             if outcome is APPLIED:
                 await savepoint.commit()
+                increments.extend(own)
             else:
                 await savepoint.rollback()
             outcomes.append(outcome)
+        for sql, params in _deferred(increments):
+            await connection.execute(sql, *params)
     return outcomes
 
 
@@ -280,10 +318,14 @@ class WriteBatch(Batcher[Sequence[Write]]):
 
     def __init__(self, db: Any) -> None:
         super().__init__(db.engine, _apply if db.sqlite else _apply_postgresql)
+        self.lost_races = 0  # turns whose row moved on, redone on the ORM path
 
     async def apply(self, writes: Sequence[Write]) -> Outcome:
         """Store `writes` as one unit with other turns' and return once committed (or not)."""
-        return await self._submit(writes)
+        outcome = await self._submit(writes)
+        if isinstance(outcome, int) and outcome > 0:
+            self.lost_races += 1  # bench/throughput.py prints how many were redone
+        return outcome
 
     def _failed(self, error: Exception) -> BaseException:
         return driver_error(self._engine.dialect, error, "BEGIN", None)

@@ -11,14 +11,21 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Integer, bindparam, column, text
+from sqlalchemy import Integer, bindparam, column, func, literal_column, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import select
 
-from bot.models import ChatState, Pledge, PledgeStatus, PledgeVersion, ProcessedUpdate
+from bot.models import (
+    ChatState,
+    Pledge,
+    PledgeStatus,
+    PledgeVersion,
+    ProcessedUpdate,
+    UnitTally,
+)
 from bot.read_batch import PreparedRead
 from bot.services import tallies
-from bot.write_batch import Write, prepared_insert, prepared_update
+from bot.write_batch import Prepared, Write, prepared_increment, prepared_insert, prepared_update
 from tests import factories
 from tests.dialog import label, press, say
 from tests.services import admin_cli
@@ -286,3 +293,33 @@ async def test_a_filing_that_lost_a_race_leaves_nothing_half_done(svc, members, 
         assert (await session.exec(select(PledgeVersion))).all() == []
         assert (await session.exec(select(Pledge))).one().status == PledgeStatus.draft
         assert await tallies.stored(session) == await tallies.counted_from_scratch(session)
+
+
+
+async def test_batches_at_once_take_shared_counts_in_one_order(db, union):
+    """Two batches run at once (PostgreSQL runs three, each process its own) whose turns
+    add to the same two units' counts in opposite orders: the counts go in after every
+    turn, in one order, so neither deadlocks with the other and both turns go in."""
+    if db.sqlite:
+        pytest.skip("SQLite runs one batch at a time: there is no other to wait on")
+    increment = prepared_increment(UnitTally.__table__, keys=("unit_id",),
+                                   counters=tallies.ROSTER_FIELDS)
+    pause = Prepared.of(select(literal_column("1")).select_from(func.pg_sleep(0.3)))
+
+    def adding(first: int, then: int) -> list[Write]:
+        one_member = {"new_members": 1, "new_active": 0, "new_on_bot": 0}
+        return [increment.bind({"new_unit_id": first, **one_member}), pause.bind({}),
+                increment.bind({"new_unit_id": then, **one_member})]
+
+    school, factory = union.school.id, union.factory.id
+    async with db.reader() as session:
+        before = {t.unit_id: t.members for t in (await session.exec(select(UnitTally))).all()}
+    one = asyncio.create_task(db.write_batch.apply(adding(school, factory)))
+    while not db.write_batch.running:  # its batch has begun: the next is another batch
+        await asyncio.sleep(0.01)
+    other = db.write_batch.apply(adding(factory, school))
+    assert await asyncio.gather(one, other) == [None, None]
+    async with db.reader() as session:
+        after = {t.unit_id: t.members for t in (await session.exec(select(UnitTally))).all()}
+    assert after[school] == before.get(school, 0) + 2
+    assert after[factory] == before.get(factory, 0) + 2
