@@ -160,10 +160,14 @@ class Batcher(Generic[Item]):
         self.batches += 1
         self.turns += len(live)
         around = self.around_item
-        self.statements += 2 + sum(len(item) + around for item in items)  # type: ignore[arg-type]
+        self.statements += self._wrapping(items) + sum(len(item) + around for item in items)  # type: ignore[arg-type]
         for (_, future), outcome in zip(live, outcomes, strict=True):
             if not future.done():  # cancelled after its part was done: that stands
                 future.set_result(outcome)
+
+    def _wrapping(self, items: list[Item]) -> int:
+        """Statements a batch of `items` adds around them all: its BEGIN and COMMIT."""
+        return 2
 
     def _failed(self, error: Exception) -> BaseException:
         """What a caller is given when its batch failed whole."""

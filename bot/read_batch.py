@@ -106,6 +106,12 @@ def _read(
     return outcomes
 
 
+def _needs_snapshot(turns: Sequence[Sequence[Read]]) -> bool:
+    """Whether a turn reads more than once. A statement is a snapshot of its own: turns of
+    one read each need no transaction (its BEGIN and ROLLBACK, two more round trips)."""
+    return any(len(reads) > 1 for reads in turns)
+
+
 async def _read_postgresql(
     connection: Any, turns: Sequence[Sequence[Read]], _gone: object
 ) -> list[Outcome]:
@@ -117,8 +123,9 @@ async def _read_postgresql(
         return connection.transaction(isolation="repeatable_read", readonly=True)
 
     outcomes: list[Outcome] = []
-    transaction = snapshot()
-    await transaction.start()
+    transaction = snapshot() if _needs_snapshot(turns) else None
+    if transaction is not None:
+        await transaction.start()
     try:
         for reads in turns:
             found: list[list[Row]] = []
@@ -128,15 +135,17 @@ async def _read_postgresql(
                     rows = await connection.fetch(sql, *params)
                 except asyncpg.PostgresError as error:  # this turn's: the others read on
                     outcomes.append(driver_error(POSTGRESQL, error, sql, params))
-                    await transaction.rollback()
-                    transaction = snapshot()
-                    await transaction.start()
+                    if transaction is not None:
+                        await transaction.rollback()
+                        transaction = snapshot()
+                        await transaction.start()
                     break
                 found.append(_processed(rows, read.query.processors(POSTGRESQL)))
             else:
                 outcomes.append(found)
     finally:
-        await transaction.rollback()  # nothing was written: this only ends the snapshot
+        if transaction is not None:
+            await transaction.rollback()  # nothing was written: this only ends the snapshot
     return outcomes
 
 
@@ -149,6 +158,11 @@ class ReadBatch(Batcher[Sequence[Read]]):
     async def fetch(self, *reads: Read) -> list[list[Row]]:
         """The rows of each of `reads`, read together in one snapshot."""
         return await self._submit(reads)
+
+    def _wrapping(self, items: list[Sequence[Read]]) -> int:
+        if self._engine.dialect.name == SQLITE.name or _needs_snapshot(items):
+            return 2
+        return 0  # as `_read_postgresql`: one read a turn, no transaction
 
     def _failed(self, error: Exception) -> BaseException:
         return driver_error(self._engine.dialect, error, "BEGIN", None)

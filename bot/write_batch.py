@@ -116,13 +116,13 @@ def _bound(table: Table, prefix: str, name: str) -> Any:
     return bindparam(f"{prefix}_{name}", type_=table.c[name].type)
 
 
-def _matching(table: Table, match: Sequence[str]) -> list[Any]:
+def _matching(table: Table, match: Sequence[str], prefix: str = "seen") -> list[Any]:
     """``column = seen_<column>`` for each (``IS`` where the column may be NULL): the values
     the turn read, so a row that moved on since matches nothing."""
     return [
-        table.c[name].is_not_distinct_from(_bound(table, "seen", name))
+        table.c[name].is_not_distinct_from(_bound(table, prefix, name))
         if table.c[name].nullable
-        else table.c[name] == _bound(table, "seen", name)
+        else table.c[name] == _bound(table, prefix, name)
         for name in match
     ]
 
@@ -174,6 +174,21 @@ def prepared_guard(table: Table, *, match: Sequence[str]) -> Prepared:
     PostgreSQL it also locks the row against change until the batch commits (``FOR
     SHARE``); on SQLite the batch holds the one write lock anyway."""
     found = select(literal_column("1")).select_from(table).where(*_matching(table, match))
+    return Prepared.of(found.with_for_update(read=True))
+
+
+def prepared_joined_guard(
+    joined: Any, matches: Mapping[str, tuple[Table, Sequence[str]]]
+) -> Prepared:
+    """`prepared_guard` of several rows in one statement (one round trip on PostgreSQL):
+    ``SELECT 1 FROM <joined> WHERE …``, each table's columns bound as
+    ``<prefix>_<column>`` under its prefix in `matches`."""
+    conditions = [
+        condition
+        for prefix, (table, match) in matches.items()
+        for condition in _matching(table, match, prefix)
+    ]
+    found = select(literal_column("1")).select_from(joined).where(*conditions)
     return Prepared.of(found.with_for_update(read=True))
 
 

@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.models import ChatIdentity, Member, ProcessedUpdate, Unit
 from bot.services import tallies
 from bot.text import clean_name, search_key
-from bot.write_batch import Prepared, Write, prepared_guard
+from bot.write_batch import Prepared, Write, prepared_guard, prepared_joined_guard
 
 
 @dataclass
@@ -121,24 +121,31 @@ def unchanged(person: Person) -> list[Write]:
     hear of the command line changing the same SQLite file; its writes then go in only if
     the database still says the same, and otherwise the turn is redone on the ORM path."""
     identity, member = person.identity, person.member
-    guards = [
-        _identity_guard().bind(
-            {"seen_id": identity.id, "seen_member_id": identity.member_id,
-             "seen_blocked_at": identity.blocked_at}
-        )
-    ]
-    if member is not None:
-        guards.append(
-            tallies.member_guard().bind(
-                {"seen_id": member.id, "seen_unit_id": member.unit_id, "seen_active": member.active}
-            )
-        )
-    return guards
+    seen = {"seen_id": identity.id, "seen_member_id": identity.member_id,
+            "seen_blocked_at": identity.blocked_at}
+    if member is None:
+        return [_identity_guard().bind(seen)]
+    seen |= {"member_id": member.id, "member_unit_id": member.unit_id,
+             "member_active": member.active}
+    return [_person_guard().bind(seen)]
+
+
+_IDENTITY_MATCH = ("id", "member_id", "blocked_at")
 
 
 @functools.cache
 def _identity_guard() -> Prepared:
-    return prepared_guard(ChatIdentity.__table__, match=("id", "member_id", "blocked_at"))
+    return prepared_guard(ChatIdentity.__table__, match=_IDENTITY_MATCH)
+
+
+@functools.cache
+def _person_guard() -> Prepared:
+    """The account and its member as read, in one statement."""
+    identity, member = ChatIdentity.__table__, Member.__table__
+    return prepared_joined_guard(
+        identity.join(member, identity.c.member_id == member.c.id),
+        {"seen": (identity, _IDENTITY_MATCH), "member": (member, ("id", "unit_id", "active"))},
+    )
 
 
 async def record_consent(session: AsyncSession, identity: ChatIdentity, at: datetime) -> None:
