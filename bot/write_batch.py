@@ -22,7 +22,7 @@ error. Nothing is stored before the COMMIT returns, and a turn replies only afte
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,43 +227,90 @@ def _deferred(increments: list[Bound]) -> list[Bound]:
 WITHDRAWN = -1
 
 
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """A statement the batch's plan asks its driver to run; `checked`: a turn's own, whose
+    row count (or failure) goes back to the plan, where any other failure ends the batch."""
+
+    sql: str
+    params: tuple[Any, ...] = ()
+    returns_rows: bool = False
+    checked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """A checked statement's failure; `lost`: another transaction got there first."""
+
+    error: BaseException
+    lost: bool = False
+
+
+_SAVEPOINT, _RELEASE, _ROLLBACK = (_Step("SAVEPOINT turn"), _Step("RELEASE turn"),
+                                   _Step("ROLLBACK TO turn"))
+Plan = Generator[_Step, "int | _Failed | None", list[Outcome]]
+
+
+def _plan(turns: Sequence[Sequence[Write]], gone: Gone, dialect: Dialect) -> Plan:
+    """Every turn in the batch's transaction, each in a savepoint, whole or not at all,
+    then the applied turns' increments; the same for both drivers (`_apply`,
+    `_apply_postgresql`), which run each step and send back its row count."""
+    outcomes: list[Outcome] = []
+    increments: list[Bound] = []
+    for number, writes in enumerate(turns):
+        yield _SAVEPOINT
+        outcome: Outcome = APPLIED
+        own: list[Bound] = []
+        for index, write in enumerate(writes):
+            sql, params, returns_rows = write.on(dialect)
+            if write.statement.commutes:
+                own.append((sql, params))
+                continue
+            # A guard (a SELECT) counts the rows it finds; a change, those it changed.
+            count = yield _Step(sql, params, returns_rows, checked=True)
+            if isinstance(count, _Failed):
+                # The done mark (the first write) finding its row means a duplicate: a
+                # lost race there is an error, to be retried, never a silent drop.
+                lost = count.lost and index > 0
+                outcome = index if lost else driver_error(dialect, count.error, sql, params)
+                break
+            if write.expect is not None and count != write.expect:
+                outcome = index
+                break
+        if outcome is APPLIED and gone[number]():
+            outcome = WITHDRAWN
+        if outcome is APPLIED:
+            increments.extend(own)
+        else:
+            yield _ROLLBACK
+        yield _RELEASE
+        outcomes.append(outcome)
+    for sql, params in _deferred(increments):
+        yield _Step(sql, params)
+    return outcomes
+
+
 def _apply(
     connection: sqlite3.Connection, turns: Sequence[Sequence[Write]], gone: Gone
 ) -> list[Outcome]:
-    """On aiosqlite's thread: every turn in one transaction, each whole or not at all."""
-    outcomes: list[Outcome] = []
-    increments: list[Bound] = []
+    """On aiosqlite's thread: the batch's plan in one transaction."""
+    plan = _plan(turns, gone, SQLITE)
     connection.execute("BEGIN IMMEDIATE")
     try:
-        for number, writes in enumerate(turns):
-            connection.execute("SAVEPOINT turn")
-            outcome: Outcome = APPLIED
-            own: list[Bound] = []
-            for index, write in enumerate(writes):
-                sql, params, returns_rows = write.on(SQLITE)
-                if write.statement.commutes:
-                    own.append((sql, params))
-                    continue
-                try:
-                    cursor = connection.execute(sql, params)
-                    # A guard (a SELECT) counts the rows it finds; a change, those it changed.
-                    count = len(cursor.fetchall()) if returns_rows else cursor.rowcount
-                except sqlite3.Error as error:
-                    outcome = driver_error(SQLITE, error, sql, params)
-                    break
-                if write.expect is not None and count != write.expect:
-                    outcome = index
-                    break
-            if outcome is APPLIED and gone[number]():
-                outcome = WITHDRAWN
-            if outcome is not APPLIED:
-                connection.execute("ROLLBACK TO turn")
-            else:
-                increments.extend(own)
-            connection.execute("RELEASE turn")
-            outcomes.append(outcome)
-        for sql, params in _deferred(increments):
-            connection.execute(sql, params)
+        done: int | _Failed | None = None
+        while True:
+            try:
+                step = plan.send(done)
+            except StopIteration as finished:
+                outcomes: list[Outcome] = finished.value
+                break
+            try:
+                cursor = connection.execute(step.sql, step.params)
+                done = len(cursor.fetchall()) if step.returns_rows else cursor.rowcount
+            except sqlite3.Error as error:
+                if not step.checked:
+                    raise
+                done = _Failed(error)
         connection.execute("COMMIT")
     except BaseException:
         if connection.in_transaction:
@@ -281,48 +328,28 @@ _LOST_RACE = ("40001", "40P01", "55P03")
 async def _apply_postgresql(
     connection: Any, turns: Sequence[Sequence[Write]], gone: Gone
 ) -> list[Outcome]:
-    """On one of PostgreSQL's connections (asyncpg's, as SQLAlchemy set it up): every turn
-    in one transaction, each in a savepoint, whole or not at all."""
+    """On one of PostgreSQL's connections (asyncpg's, as SQLAlchemy set it up): the
+    batch's plan in one transaction."""
     import asyncpg  # here: a SQLite process never loads it
 
-    outcomes: list[Outcome] = []
-    increments: list[Bound] = []
+    plan = _plan(turns, gone, POSTGRESQL)
     async with connection.transaction():
-        for number, writes in enumerate(turns):
-            savepoint = connection.transaction()
-            await savepoint.start()
-            outcome: Outcome = APPLIED
-            own: list[Bound] = []
-            for index, write in enumerate(writes):
-                sql, params, returns_rows = write.on(POSTGRESQL)
-                if write.statement.commutes:
-                    own.append((sql, params))
-                    continue
-                try:
-                    if returns_rows:
-                        count = len(await connection.fetch(sql, *params))
-                    else:  # asyncpg's status: "UPDATE 1", "INSERT 0 1", "DELETE 0"
-                        count = int((await connection.execute(sql, *params)).rpartition(" ")[2])
-                except asyncpg.PostgresError as error:
-                    # The done mark (the first write) finding its row means a duplicate:
-                    # a lost race there is an error, to be retried, never a silent drop.
-                    lost = error.sqlstate in _LOST_RACE and index > 0
-                    outcome = index if lost else driver_error(POSTGRESQL, error, sql, params)
-                    break
-                if write.expect is not None and count != write.expect:
-                    outcome = index
-                    break
-            if outcome is APPLIED and gone[number]():
-                outcome = WITHDRAWN
-            if outcome is APPLIED:
-                await savepoint.commit()
-                increments.extend(own)
-            else:
-                await savepoint.rollback()
-            outcomes.append(outcome)
-        for sql, params in _deferred(increments):
-            await connection.execute(sql, *params)
-    return outcomes
+        done: int | _Failed | None = None
+        while True:
+            try:
+                step = plan.send(done)
+            except StopIteration as finished:
+                return finished.value
+            try:
+                if step.returns_rows:
+                    done = len(await connection.fetch(step.sql, *step.params))
+                else:  # asyncpg's status: "UPDATE 1", "INSERT 0 1", "DELETE 0", "SAVEPOINT"
+                    status = await connection.execute(step.sql, *step.params)
+                    done = int(status.rpartition(" ")[2]) if step.checked else None
+            except asyncpg.PostgresError as error:
+                if not step.checked:
+                    raise
+                done = _Failed(error, lost=error.sqlstate in _LOST_RACE)
 
 
 class WriteBatch(Batcher[Sequence[Write]]):
