@@ -3,8 +3,8 @@
 Both group paths are this (bot.write_batch for writes, bot.read_batch for reads): the first
 request starts a drain task; whatever arrives while a batch runs waits for the next one, so
 batches grow with the load (on PostgreSQL up to three batches run at once, each on its own
-connection); each caller gets its own outcome, or the error that stopped its
-whole batch. A batch is one function on one pooled connection, in one transaction: on
+connection); each caller gets its own outcome, or the error that stopped its whole
+batch. A batch is one function on one pooled connection, in one transaction: on
 SQLite run on the connection's aiosqlite thread (bot.sqlite_driver), on PostgreSQL awaited
 on its asyncpg connection.
 """
@@ -110,7 +110,9 @@ class Batcher(Generic[Item]):
         """Queue `item`; its outcome once its batch ran (an exception outcome is raised)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if len(self._tasks) < self._lanes:
+        # A drain that has returned is done at once but leaves the set only on the loop's
+        # next turn: counted until then, it would leave this request with no drain at all.
+        if sum(not task.done() for task in self._tasks) < self._lanes:
             task = asyncio.create_task(self._drain())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

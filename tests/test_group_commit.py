@@ -323,3 +323,15 @@ async def test_batches_at_once_take_shared_counts_in_one_order(db, union):
         after = {t.unit_id: t.members for t in (await session.exec(select(UnitTally))).all()}
     assert after[school] == before.get(school, 0) + 2
     assert after[factory] == before.get(factory, 0) + 2
+
+
+async def test_a_step_handed_over_just_as_a_batch_ends_is_not_left_waiting(db):
+    """The second request is handed over in the same turn of the event loop as the first
+    one's batch ended (its caller resumes before the batch's task is tidied away): it must
+    start a batch of its own, not wait for one that will never come."""
+
+    async def one_after_another():
+        assert await db.write_batch.apply(_mark_writes(1)) is None
+        return await db.write_batch.apply(_mark_writes(2))
+
+    assert await asyncio.wait_for(one_after_another(), timeout=10) is None
