@@ -161,7 +161,7 @@ def grouped_writes(member_id: int, before: Contribution, after: Contribution) ->
     delta.add(before, -1)
     delta.add(after, +1)
     guard = {"seen_id": member_id, "seen_unit_id": before.unit_id, "seen_active": before.active}
-    writes = [member_guard().bind(guard)]
+    writes = [_member_guard().bind(guard)]
     for unit_id, counts in sorted(delta.roster.items()):
         if any(counts[name] for name in ROSTER_FIELDS):
             values = {"new_unit_id": unit_id} | {f"new_{n}": counts[n] for n in ROSTER_FIELDS}
@@ -176,7 +176,7 @@ def grouped_writes(member_id: int, before: Contribution, after: Contribution) ->
 
 
 @functools.cache
-def member_guard() -> Prepared:
+def _member_guard() -> Prepared:
     """A group-path guard (bot.write_batch) that a member's unit and standing are as read."""
     return prepared_guard(Member.__table__, match=("id", "unit_id", "active"))
 
