@@ -54,8 +54,9 @@ Several processes: with a ``store`` (bot/ratestore.py, Redis or PostgreSQL) the 
 background buckets draw their tokens from buckets that every process shares, so together the
 processes stay within ``per_bot`` and background within ``background_share`` of it. A process
 asks for tokens only when sends wait, in grants of at most ``grant`` (no more than wait, and
-no more than the bucket's burst), so one round trip can serve a reply of a few messages and
-no process hoards tokens; within the process the grant goes to replies before background
+no more than the bucket's burst plus those due within the next 20 ms, which it paces out
+itself at the rate), so one round trip serves the sends waiting and no process hoards
+tokens; within the process the grant goes to replies before background
 sends, as before, and background grants leave the shared bucket's last token to replies of
 any process. If the store cannot be reached (or answers
 slower than ``store_timeout``), the process logs it once and goes on with a local share of
@@ -134,6 +135,11 @@ _BACKGROUND_CAPACITY = 1.5
 _PRUNE_AT = 4096
 # After a failed round trip to the shared store, send on the local share this long.
 _STORE_RETRY_SECONDS = 5.0
+# A grant from the store also takes the tokens due within this long, paced out here: at a
+# high rate a round trip then brings up to `grant` tokens rather than the burst's 3, so
+# the sends do not queue on the store (bench/throughput.py: /topic on PostgreSQL); at 30/s
+# it is at most one token ahead, spent when due.
+_AHEAD_SECONDS = 0.02
 _FALLBACK = object()  # what a waiter is told when the store failed: ask the local share
 
 _Result = bool | dict[str, Any] | list[dict[str, Any]]
@@ -267,7 +273,8 @@ class _StoreBucket:
         clock: Callable[[], float],
         *,
         priorities: int = 1,
-        grant: int = 8,
+        grant: int = 32,
+        ahead: float = 0.0,
         reserve: float = 1.0,
         timeout: float = 0.5,
         stats: Counter[str],
@@ -279,6 +286,7 @@ class _StoreBucket:
         self.capacity = capacity
         self.fallback = fallback
         self.grant = grant
+        self.ahead = ahead
         self.timeout = timeout
         self.stats = stats
         self._clock = clock
@@ -323,7 +331,8 @@ class _StoreBucket:
             capacity = self.capacity if urgent else max(1.0, self.capacity - self.reserve)
             try:
                 granted, wait = await asyncio.wait_for(
-                    self.store.take(self.name, self.rate, capacity, want), self.timeout
+                    self.store.take(self.name, self.rate, capacity, want, self.ahead),
+                    self.timeout,
                 )
             except Exception as error:  # the store is away: go local, in priority order
                 self.stats["store_errors"] += 1
@@ -344,19 +353,38 @@ class _StoreBucket:
             if self._failing:
                 self._failing = False
                 log.warning("shared rate store (%s) answers again", self.store.kind)
-            for queue in self._queues:
-                while queue and granted > 0:
-                    future = queue.popleft()
-                    if not future.done():
-                        future.set_result(None)
-                        granted -= 1
-            if granted == 0 and self._live():
+            answered = self._clock()
+            await self._hand_out(granted, wait, answered)
+            if self._live():
+                wait = max(answered + wait - self._clock(), _EPSILON)
                 self._reply_came.clear()
                 if urgent:
-                    await asyncio.sleep(max(wait, _EPSILON))
+                    await asyncio.sleep(wait)
                 else:  # a reply need not wait out the background's longer wait
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._reply_came.wait(), max(wait, _EPSILON))
+                        await asyncio.wait_for(self._reply_came.wait(), wait)
+
+    async def _hand_out(self, granted: int, wait: float, answered: float) -> None:
+        """Give the `granted` tokens to waiters, most urgent first, each no earlier than it
+        falls due: token i of k, `(k - i) / rate` before the `wait` after `answered` (those
+        taken ahead of time are paced out here). Tokens left with no waiter are dropped."""
+        period = 1.0 / self.rate
+        for index in range(granted):
+            delay = answered + wait - (granted - index) * period - self._clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            waiter = self._next_waiter()
+            if waiter is None:
+                return
+            waiter.set_result(None)
+
+    def _next_waiter(self) -> asyncio.Future[object] | None:
+        for queue in self._queues:
+            while queue:
+                future = queue.popleft()
+                if not future.done():
+                    return future
+        return None
 
     def _release_all(self, result: object) -> None:
         for queue in self._queues:
@@ -420,7 +448,7 @@ class LaneRateLimiter(BaseRateLimiter[dict[str, Any]]):
         burst: float = 3.0,
         store: RateStore | None = None,
         processes: int = 1,
-        grant: int = 8,
+        grant: int = 32,
         store_timeout: float = 0.5,
     ) -> None:
         if per_bot <= 0 or per_chat <= 0:
@@ -459,7 +487,8 @@ class LaneRateLimiter(BaseRateLimiter[dict[str, Any]]):
             )
         else:
             share = 1.0 / self.processes
-            common = {"grant": self.grant, "timeout": self.store_timeout, "stats": self.stats}
+            common = {"grant": self.grant, "ahead": _AHEAD_SECONDS, "timeout": self.store_timeout,
+                      "stats": self.stats}
             self._shared = _StoreBucket(
                 self.store,
                 "shared",

@@ -9,7 +9,14 @@ Both stores run the same GCRA (generic cell rate algorithm): a bucket is a singl
 its "theoretical arrival time" ``tat``. With ``T = 1/rate`` and ``tau = burst * T``, a
 request for ``want`` tokens at ``now`` gets ``k = floor((now + tau - max(tat, now)) / T)``
 of them (0..want), and ``tat`` moves to ``max(tat, now) + k*T``. Over any interval of ``d``
-seconds at most ``burst + rate * d`` tokens are handed out, across every process. The clock
+seconds at most ``burst + rate * d`` tokens are handed out, across every process.
+
+A request may also take the tokens that fall due within the next ``ahead`` seconds (``tau +
+ahead`` in place of ``tau`` in ``k``): the caller then spends token ``i`` of the ``k`` only
+``wait - (k - i) * T`` seconds after the answer, ``wait`` being the seconds until the token
+after them. Each token keeps its own slot in the one sequence, so the bound holds; what
+changes is that at a high rate one round trip brings a round trip's worth of tokens, where
+the burst alone (3) would make every third send wait for the store. The clock
 is the store's own (Redis ``TIME``, PostgreSQL ``statement_timestamp()``), so the hosts'
 clocks need not agree.
 
@@ -53,11 +60,12 @@ _GCRA_LUA = """
 local T = tonumber(ARGV[1])
 local tau = tonumber(ARGV[2])
 local want = tonumber(ARGV[3])
+local ahead = tonumber(ARGV[4])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-local k = math.floor((now + tau - tat) / T + 1e-9)
+local k = math.floor((now + tau + ahead - tat) / T + 1e-9)
 if k > want then k = want end
 if k < 0 then k = 0 end
 tat = tat + k * T
@@ -75,11 +83,14 @@ class RateStore(Protocol):
 
     async def start(self) -> None: ...
 
-    async def take(self, bucket: str, rate: float, burst: float, want: int) -> tuple[int, float]:
-        """Up to ``want`` tokens of ``bucket`` (``rate``/s, at most ``burst`` at once).
+    async def take(
+        self, bucket: str, rate: float, burst: float, want: int, ahead: float = 0.0
+    ) -> tuple[int, float]:
+        """Up to ``want`` tokens of ``bucket`` (``rate``/s, at most ``burst`` at once), those
+        due within ``ahead`` seconds included.
 
-        Returns how many were granted and, when fewer than ``want``, the seconds until the
-        next one is due.
+        Returns how many were granted and the seconds until the token after them is due
+        (0 when it already is); token ``i`` of ``k`` is due ``(k - i) / rate`` before that.
         """
         ...
 
@@ -111,11 +122,13 @@ class RedisRateStore:
             self._script = self._client.register_script(_GCRA_LUA)
         await self._client.ping()
 
-    async def take(self, bucket: str, rate: float, burst: float, want: int) -> tuple[int, float]:
+    async def take(
+        self, bucket: str, rate: float, burst: float, want: int, ahead: float = 0.0
+    ) -> tuple[int, float]:
         if self._script is None:
             await self.start()
         granted, wait = await self._script(
-            keys=[self.prefix + bucket], args=[1.0 / rate, burst / rate, want]
+            keys=[self.prefix + bucket], args=[1.0 / rate, burst / rate, want, ahead]
         )
         return int(granted), max(0.0, float(wait))
 
@@ -123,6 +136,12 @@ class RedisRateStore:
         client, self._client, self._script = self._client, None, None
         if client is not None:
             await client.aclose()
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """A store connection given back to its pool: asyncpg's own reset would run its reset
+    query, a round trip a grant, for a session that never changes (no SET, LISTEN, locks
+    or cursors; an open transaction is still rolled back by the pool)."""
 
 
 class PostgresRateStore:
@@ -139,14 +158,16 @@ class PostgresRateStore:
         )
     """
     _ADD = f"INSERT INTO {TABLE} (name, tat, granted) VALUES ($1, 0, 0) ON CONFLICT DO NOTHING"
-    # $1 name, $2 T (seconds per token), $3 tau (burst * T), $4 want. Both SET expressions
-    # see the same old row, so `granted` is the k that moved `tat`.
+    # $1 name, $2 T (seconds per token), $3 tau (burst * T), $4 want, $5 ahead. Both SET
+    # expressions see the same old row, so `granted` is the k that moved `tat`.
     _TAKE = f"""
         UPDATE {TABLE} SET
             granted = LEAST($4::int, GREATEST(0, floor(
-                (n.now + $3::float8 - GREATEST(tat, n.now)) / $2::float8 + {_EPSILON})))::int,
+                (n.now + $3::float8 + $5::float8 - GREATEST(tat, n.now)) / $2::float8
+                + {_EPSILON})))::int,
             tat = GREATEST(tat, n.now) + $2::float8 * LEAST($4::int, GREATEST(0, floor(
-                (n.now + $3::float8 - GREATEST(tat, n.now)) / $2::float8 + {_EPSILON})))
+                (n.now + $3::float8 + $5::float8 - GREATEST(tat, n.now)) / $2::float8
+                + {_EPSILON})))
         FROM (SELECT extract(epoch FROM statement_timestamp())::float8 AS now) AS n
         WHERE name = $1
         RETURNING granted, tat + $2::float8 - $3::float8 - n.now AS wait
@@ -165,7 +186,8 @@ class PostgresRateStore:
             if self._pool is not None:
                 return
             pool = await asyncpg.create_pool(
-                **self._connect_args, min_size=1, max_size=2, timeout=max(self.timeout, 2.0)
+                **self._connect_args, min_size=1, max_size=2, timeout=max(self.timeout, 2.0),
+                reset=_keep_session,
             )
             try:
                 async with pool.acquire() as conn:
@@ -177,7 +199,9 @@ class PostgresRateStore:
                 raise
             self._pool = pool
 
-    async def take(self, bucket: str, rate: float, burst: float, want: int) -> tuple[int, float]:
+    async def take(
+        self, bucket: str, rate: float, burst: float, want: int, ahead: float = 0.0
+    ) -> tuple[int, float]:
         if self._pool is None:
             await self.start()
         assert self._pool is not None
@@ -186,7 +210,7 @@ class PostgresRateStore:
             await self._pool.execute(self._ADD, name, timeout=self.timeout)
             self._known.add(name)
         row = await self._pool.fetchrow(
-            self._TAKE, name, 1.0 / rate, burst / rate, want, timeout=self.timeout
+            self._TAKE, name, 1.0 / rate, burst / rate, want, ahead, timeout=self.timeout
         )
         if row is None:  # the row went away (the table was dropped and made again)
             self._known.discard(name)

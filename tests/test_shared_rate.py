@@ -183,6 +183,59 @@ async def test_without_a_shared_store_three_processes_would_exceed_the_rate(emu)
     assert peak > RATE + BURST + TOLERANCE
 
 
+async def test_a_grant_takes_the_tokens_due_within_its_horizon_and_no_more(make_store):
+    """At 1,000/s with a burst of 3, a round trip brings the burst, or with 20 ms ahead the
+    burst and the 20 tokens due meanwhile; the bucket's clock moves on by each of them."""
+    store = make_store()
+    await store.start()
+    try:
+        now_only = await store.take("now", 1000.0, 3.0, 100)
+        ahead = await store.take("ahead", 1000.0, 3.0, 100, 0.02)
+        small = await store.take("small", 1000.0, 3.0, 5, 0.02)
+        after = await store.take("ahead", 1000.0, 3.0, 100)
+    finally:
+        await store.close()
+    assert now_only[0] == 3 and now_only[1] <= 0.001 + 1e-6
+    granted, wait = ahead
+    assert granted == 23
+    # The token after them is due 21 ms on (20 of the 23 were due later than now).
+    assert 0.019 <= wait <= 0.0215
+    assert small[0] == 5  # never more than asked for
+    assert after[0] == 0 and after[1] > 0.015  # those 20 ms are spent: nothing now
+
+
+@pytest.mark.parametrize("rate", [300.0, 20_000.0])
+async def test_tokens_taken_ahead_are_paced_and_spare_round_trips(emu, make_store, rate):
+    """Three processes sending 180 replies at once. At 300/s together the rate is the limit:
+    tokens taken ahead are paced out, so no 0.1 s holds more than it allows. At 20,000/s
+    (above what these sends reach) a round trip serves the sends waiting, not the burst's
+    three at most."""
+    window = 0.1
+    limiters = [
+        LaneRateLimiter(per_bot=rate, burst=BURST, store=make_store(), processes=PROCESSES)
+        for _ in range(PROCESSES)
+    ]
+    chats = range(6001, 6001 + 3 * 60)
+    await _open_chats(emu, chats)
+    first_seq = len(emu.deliveries)
+    async with AsyncExitStack() as stack:
+        bots = await _bots(stack, emu, limiters)
+        await asyncio.gather(*(
+            bot.send_message(chat, "reply")
+            for p, bot in enumerate(bots) for chat in chats[p * 60 : (p + 1) * 60]
+        ))
+    sent = [d.monotonic for d in emu.deliveries[first_seq:]]
+    peak = max_in_window(sent, window)
+    grants = sum(x.stats["store_grants"] for x in limiters)
+    print(f"{limiters[0].store.kind}: 180 sends at {rate:g}/s, peak {peak} in {window:g} s, "
+          f"{grants} store round trips")
+    assert len(sent) == 180
+    if rate * window < 180:
+        assert peak <= rate * window + BURST + 2  # 2: the emulator's timestamps' jitter
+    else:
+        assert grants < 180 / BURST
+
+
 @pytest.mark.parametrize("kind", ["redis", "postgres"])
 async def test_a_store_outage_does_not_stop_replies(emu, kind, caplog):
     """Nothing listens on the store's address: replies still go, at the local share."""
