@@ -91,10 +91,17 @@ class Batcher(Generic[Item]):
         # Batches run at once: SQLite has one writer, so one.
         self._lanes = 1 if engine.dialect.name == SQLITE.name else POSTGRESQL_LANES
         # Done so far (bench/throughput.py prints them): transactions, the requests in
-        # them, and their statements (each request's and what wraps it, each BEGIN and COMMIT).
+        # them, and their round trips to the database (each request's statements and what
+        # wraps them, each BEGIN and COMMIT; see `statements`).
         self.batches = 0
         self.turns = 0
-        self.statements = 0
+        self._statements = 0
+
+    @property
+    def statements(self) -> int:
+        """Statements sent to the database so far, each a round trip (one pipelined
+        round trip of many counts once)."""
+        return self._statements
 
     @property
     def waiting(self) -> int:
@@ -161,11 +168,15 @@ class Batcher(Generic[Item]):
                 outcomes = await self._function(pooled.driver_connection, items, gone)
         self.batches += 1
         self.turns += len(live)
-        around = self.around_item
-        self.statements += self._wrapping(items) + sum(len(item) + around for item in items)  # type: ignore[arg-type]
+        self._statements += self._counted(items)
         for (_, future), outcome in zip(live, outcomes, strict=True):
             if not future.done():  # cancelled after its part was done: that stands
                 future.set_result(outcome)
+
+    def _counted(self, items: list[Item]) -> int:
+        """The round trips a batch of `items` took: theirs, and what wraps them."""
+        around = self.around_item
+        return self._wrapping(items) + sum(len(item) + around for item in items)  # type: ignore[arg-type]
 
     def _wrapping(self, items: list[Item]) -> int:
         """Statements a batch of `items` adds around them all: its BEGIN and COMMIT."""

@@ -17,16 +17,27 @@ one COMMIT. A turn's writes therefore go in whole or not at all, the others' go 
 regardless, and each turn is told which: applied, or the index of the statement that did
 not match (the turn then redoes its work on the ORM path, which decides afresh), or the
 error. Nothing is stored before the COMMIT returns, and a turn replies only after it.
+
+On PostgreSQL each of those statements is a round trip, and their socket writes were the
+largest cost of a wizard step there. So a batch first goes in pipelined, without
+savepoints: every turn's first statement in one round trip (asyncpg's `fetchmany`), then
+every second one, each made to answer a row per row it touched, tagged with its turn's
+number (`Prepared.tagged`). Only where a turn that has written must be undone alone does
+the batch roll back and run again as above (`_pipelined`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import itertools
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, insert, literal_column, select, update
+from sqlalchemy import Integer, Table, bindparam, delete, insert, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
@@ -38,6 +49,7 @@ from bot.batching import POSTGRESQL, SQLITE, Batcher, driver_error
 # on it) for its whole length; at about 0.1 ms a turn this is a few tens of milliseconds.
 MAX_TURNS = 256
 APPLIED = None
+TURN_TAG = "turn_tag"  # the parameter a pipelined statement carries its turn's number in
 # Each dialect's INSERT, for statements with an ON CONFLICT clause (SQLite's first).
 _INSERTS = (sqlite_insert, postgresql_insert)
 
@@ -105,6 +117,24 @@ class Prepared:
         if compiled is None:
             compiled = Compiled.of(self._statements[dialect.name], dialect)
             self._compiled[dialect.name] = compiled
+        return compiled
+
+    def tagged(self, dialect: Dialect) -> Compiled:
+        """This statement made to answer a row for each row it finds or changes, carrying
+        the number bound as ``turn_tag``: ``SELECT $tag FROM …`` for a guard, ``… RETURNING
+        $tag`` for a change. Many turns' runs of it can then go in one pipelined round trip
+        (`_pipelined`), and each turn's count is the rows carrying its number."""
+        key = f"{dialect.name}+tag"
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            statement: Any = self._statements[dialect.name]
+            tag = bindparam(TURN_TAG, type_=Integer)
+            if getattr(statement, "is_select", False):
+                tagged = statement.with_only_columns(tag)
+            else:
+                tagged = statement.returning(tag)
+            compiled = Compiled.of(tagged, dialect)
+            self._compiled[key] = compiled
         return compiled
 
     def bind(self, values: Mapping[str, Any], expect: int | None = 1) -> Write:
@@ -326,20 +356,108 @@ _LOST_RACE = ("40001", "40P01", "55P03")
 
 
 async def _apply_postgresql(
-    connection: Any, turns: Sequence[Sequence[Write]], gone: Gone
+    connection: Any, turns: Sequence[Sequence[Write]], gone: Gone, sent: Counter[str]
 ) -> list[Outcome]:
-    """On one of PostgreSQL's connections (asyncpg's, as SQLAlchemy set it up): the
-    batch's plan in one transaction."""
+    """On one of PostgreSQL's connections (asyncpg's, as SQLAlchemy set it up): the batch
+    pipelined (`_pipelined`), or where a turn there must be undone, its plan in one
+    transaction, each turn in its savepoint. `sent` counts the round trips."""
+    outcomes = await _pipelined(connection, turns, gone, sent)
+    if outcomes is not None:
+        return outcomes
+    sent["redone"] += 1
+    return await _planned(connection, turns, gone, sent)
+
+
+class _Undo(Exception):
+    """A pipelined batch must be undone: a turn that wrote must be rolled back alone."""
+
+
+async def _pipelined(
+    connection: Any, turns: Sequence[Sequence[Write]], gone: Gone, sent: Counter[str]
+) -> list[Outcome] | None:
+    """The batch without savepoints, a statement position at a time: the turns' first
+    statements (their done marks) in one pipelined round trip (asyncpg's `fetchmany`), then
+    their second ones (their guards)…, those of one SQL together, then the increments.
+
+    In a batch each turn's rows are its chat's, its member's and its update's, shared only
+    by guards (`FOR SHARE`) and by increments (deferred), so the order across turns does not
+    change what each does. A turn whose statement finds or changes another number of rows
+    than expected before it wrote anything (its update already done, its guard's row moved
+    on) is simply left out of the positions after. One that had written, a statement that
+    failed, or a turn withdrawn meanwhile needs that turn undone alone: the transaction is
+    rolled back and None returned, and the batch runs again turn by turn (`_planned`)."""
     import asyncpg  # here: a SQLite process never loads it
+
+    outcomes: list[Outcome] = [APPLIED] * len(turns)
+    wrote = [False] * len(turns)
+    transaction = connection.transaction()
+    await transaction.start()
+    sent["round_trips"] += 1
+    try:
+        for position in range(max(map(len, turns), default=0)):
+            together: dict[Prepared, list[int]] = {}
+            for number, writes in enumerate(turns):
+                if outcomes[number] is APPLIED and position < len(writes):
+                    statement = writes[position].statement
+                    if not statement.commutes:
+                        together.setdefault(statement, []).append(number)
+            for statement, numbers in together.items():
+                compiled = statement.tagged(POSTGRESQL)
+                rows = await connection.fetchmany(compiled.sql, [
+                    compiled.params({**turns[number][position].values, TURN_TAG: number})
+                    for number in numbers
+                ])
+                sent["round_trips"] += 1
+                counts = Counter(row[0] for row in rows)
+                changes = not statement.on(POSTGRESQL).returns_rows
+                for number in numbers:
+                    expect = turns[number][position].expect
+                    if expect is not None and counts[number] != expect:
+                        if wrote[number]:
+                            raise _Undo
+                        outcomes[number] = position
+                    elif changes and counts[number]:
+                        wrote[number] = True
+        if any(outcome is APPLIED and left() for outcome, left in zip(outcomes, gone,
+                                                                          strict=True)):
+            raise _Undo
+        increments = _deferred([
+            write.on(POSTGRESQL)[:2]
+            for number, writes in enumerate(turns) if outcomes[number] is APPLIED
+            for write in writes if write.statement.commutes
+        ])
+        for sql, group in itertools.groupby(increments, key=lambda bound: bound[0]):
+            await connection.executemany(sql, [params for _, params in group])
+            sent["round_trips"] += 1
+        await transaction.commit()
+        sent["round_trips"] += 1
+        return outcomes
+    except (_Undo, asyncpg.PostgresError):
+        await transaction.rollback()
+        sent["round_trips"] += 1
+        return None
+    except BaseException:
+        with contextlib.suppress(Exception):  # the connection may be what failed
+            await transaction.rollback()
+        raise
+
+
+async def _planned(
+    connection: Any, turns: Sequence[Sequence[Write]], gone: Gone, sent: Counter[str]
+) -> list[Outcome]:
+    """The batch's plan in one transaction, each turn in its savepoint."""
+    import asyncpg
 
     plan = _plan(turns, gone, POSTGRESQL)
     async with connection.transaction():
+        sent["round_trips"] += 2  # BEGIN and COMMIT
         done: int | _Failed | None = None
         while True:
             try:
                 step = plan.send(done)
             except StopIteration as finished:
                 return finished.value
+            sent["round_trips"] += 1
             try:
                 if step.returns_rows:
                     done = len(await connection.fetch(step.sql, *step.params))
@@ -359,8 +477,20 @@ class WriteBatch(Batcher[Sequence[Write]]):
     around_item = 2  # SAVEPOINT, and RELEASE or ROLLBACK TO
 
     def __init__(self, db: Any) -> None:
-        super().__init__(db.engine, _apply if db.sqlite else _apply_postgresql)
+        # On PostgreSQL: round trips, and batches undone and run again turn by turn.
+        self.sent: Counter[str] = Counter()
+        function = _apply if db.sqlite else functools.partial(_apply_postgresql, sent=self.sent)
+        super().__init__(db.engine, function)
         self.lost_races = 0  # turns whose row moved on, redone on the ORM path
+
+    @property
+    def statements(self) -> int:
+        return self._statements + self.sent["round_trips"]
+
+    def _counted(self, items: list[Sequence[Write]]) -> int:
+        # PostgreSQL's batches count their own round trips (in `sent`): pipelined, many
+        # statements go in one.
+        return super()._counted(items) if self._engine.dialect.name == SQLITE.name else 0
 
     async def apply(self, writes: Sequence[Write]) -> Outcome:
         """Store `writes` as one unit with other turns' and return once committed (or not)."""

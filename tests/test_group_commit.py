@@ -132,9 +132,11 @@ async def test_a_redelivered_answer_is_neither_saved_again_nor_answered_twice(
     assert list((await _drafts(svc))[user.member_id].values()) == ["Chỉ một lần."]
 
 
-def _mark_writes(*ids: int) -> list[Write]:
-    """A turn of done marks, one per id, each expected to add its row."""
-    insert = prepared_insert(ProcessedUpdate.__table__, ("channel", "update_id", "processed_at"))
+def _mark_writes(*ids: int, if_absent: bool = False) -> list[Write]:
+    """A turn of done marks, one per id, each expected to add its row (`if_absent`: one
+    already there adds nothing, and the turn stops at it)."""
+    insert = prepared_insert(ProcessedUpdate.__table__, ("channel", "update_id", "processed_at"),
+                             if_absent=if_absent)
     return [
         insert.bind({"new_channel": "t", "new_update_id": n,
                      "new_processed_at": datetime(2024, 4, 5, n % 24, tzinfo=UTC)})
@@ -161,6 +163,22 @@ async def test_a_failing_turn_in_a_group_commit_is_undone_alone(db, clock):
     async with db.reader() as session:
         ids = sorted((await session.exec(select(ProcessedUpdate.update_id))).all())
     assert ids == [1, 2, 3, 6]
+
+
+async def test_a_turn_whose_update_is_done_already_writes_nothing_the_others_go_in(db):
+    """Forty turns at once, each a done mark then a write of its own: the one whose update
+    is marked already (a redelivery) stops there, and its write stays out; on PostgreSQL
+    the others' share their statements' round trips and still each go in whole."""
+    batch = db.write_batch
+    await batch.apply(_mark_writes(7))
+    outcomes = await asyncio.gather(*(
+        batch.apply(_mark_writes(n, if_absent=True) + _mark_writes(1000 + n))
+        for n in range(40)
+    ))
+    assert outcomes == [0 if n == 7 else None for n in range(40)]
+    async with db.reader() as session:
+        ids = set((await session.exec(select(ProcessedUpdate.update_id))).all())
+    assert ids == set(range(40)) | {1000 + n for n in range(40) if n != 7}
 
 
 async def test_reads_handed_over_at_once_are_read_together_each_turn_its_own(db):
