@@ -17,16 +17,18 @@ guards that it is unchanged (bot.write_batch).
 
 from __future__ import annotations
 
+import functools
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select
+from sqlalchemy import Integer, Select, bindparam
 from sqlalchemy.engine import Dialect
 
 from bot.batching import POSTGRESQL, SQLITE, Batcher, driver_error
-from bot.write_batch import Prepared
+from bot.write_batch import TURN_TAG, Compiled, Prepared
 
 Row = tuple[Any, ...]
 ResultProcessor = Callable[[Any], Any] | None
@@ -47,6 +49,13 @@ class PreparedRead:
         self._query = Prepared.of(statement)
         self._columns = tuple(statement.selected_columns)
         self._processors: dict[str, tuple[ResultProcessor, ...]] = {}
+        # The same SELECT with the number bound as `turn_tag` as its last column, so that
+        # many turns' runs of it can go in one pipelined round trip (`_pipelined`); a
+        # textual one has none, and runs a turn at a time.
+        self._tagged = (
+            Prepared.of(statement.add_columns(bindparam(TURN_TAG, type_=Integer)))
+            if isinstance(statement, Select) else None
+        )
 
     @classmethod
     def of(cls, statement: Select) -> PreparedRead:
@@ -64,6 +73,10 @@ class PreparedRead:
     def on(self, dialect: Dialect, values: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]]:
         compiled = self._query.on(dialect)
         return compiled.sql, compiled.params(values)
+
+    def tagged(self, dialect: Dialect) -> Compiled | None:
+        """Its SQL with the turn's number as a last column (bound as ``turn_tag``)."""
+        return None if self._tagged is None else self._tagged.on(dialect)
 
     def bind(self, values: Mapping[str, Any]) -> Read:
         return Read(self, values)
@@ -112,15 +125,76 @@ def _needs_snapshot(turns: Sequence[Sequence[Read]]) -> bool:
     return any(len(reads) > 1 for reads in turns)
 
 
+def _snapshot(connection: Any) -> Any:
+    return connection.transaction(isolation="repeatable_read", readonly=True)
+
+
 async def _read_postgresql(
-    connection: Any, turns: Sequence[Sequence[Read]], _gone: object
+    connection: Any, turns: Sequence[Sequence[Read]], gone: object, sent: Counter[str]
 ) -> list[Outcome]:
-    """On an asyncpg connection: every turn's reads, in one read-only snapshot (a failed
-    statement ends it; the turns after it read in a new one)."""
+    """On an asyncpg connection: every turn's reads in one read-only snapshot, pipelined
+    (`_pipelined`), or where a statement failed there, turn by turn (`_turn_by_turn`)."""
     import asyncpg  # here: a SQLite process never loads it
 
+    transaction = _snapshot(connection) if _needs_snapshot(turns) else None
+    if transaction is not None:
+        await transaction.start()
+        sent["round_trips"] += 1
+    try:
+        return await _pipelined(connection, turns, sent)
+    except asyncpg.PostgresError:
+        pass
+    finally:
+        if transaction is not None:
+            await transaction.rollback()  # nothing was written: this only ends the snapshot
+            sent["round_trips"] += 1
+    return await _turn_by_turn(connection, turns, sent)
+
+
+async def _pipelined(
+    connection: Any, turns: Sequence[Sequence[Read]], sent: Counter[str]
+) -> list[Outcome]:
+    """Every turn's first read in one pipelined round trip (asyncpg's `fetchmany`; those of
+    one SELECT together), then every second one…; each row says whose it is by its last
+    column, the turn's number."""
+    found: list[list[list[Row]]] = [[] for _ in turns]
+    for position in range(max(map(len, turns), default=0)):
+        together: dict[PreparedRead, list[int]] = {}
+        for number, reads in enumerate(turns):
+            if position < len(reads):
+                together.setdefault(reads[position].query, []).append(number)
+        for query, numbers in together.items():
+            compiled = query.tagged(POSTGRESQL)
+            theirs: dict[int, list[Any]] = {number: [] for number in numbers}
+            if compiled is None:
+                for number in numbers:
+                    sql, params = query.on(POSTGRESQL, turns[number][position].values)
+                    theirs[number] = await connection.fetch(sql, *params)
+                    sent["round_trips"] += 1
+            else:
+                rows = await connection.fetchmany(compiled.sql, [
+                    compiled.params({**turns[number][position].values, TURN_TAG: number})
+                    for number in numbers
+                ])
+                sent["round_trips"] += 1
+                for row in rows:
+                    theirs[row[-1]].append(row[:-1])
+            processors = query.processors(POSTGRESQL)
+            for number in numbers:
+                found[number].append(_processed(theirs[number], processors))
+    return list(found)
+
+
+async def _turn_by_turn(
+    connection: Any, turns: Sequence[Sequence[Read]], sent: Counter[str]
+) -> list[Outcome]:
+    """Each turn's reads on their own, in one read-only snapshot (a failed statement ends
+    it, and the turns after it read in a new one): a failure is that turn's alone."""
+    import asyncpg
+
     def snapshot() -> Any:
-        return connection.transaction(isolation="repeatable_read", readonly=True)
+        sent["round_trips"] += 1
+        return _snapshot(connection)
 
     outcomes: list[Outcome] = []
     transaction = snapshot() if _needs_snapshot(turns) else None
@@ -131,6 +205,7 @@ async def _read_postgresql(
             found: list[list[Row]] = []
             for read in reads:
                 sql, params = read.query.on(POSTGRESQL, read.values)
+                sent["round_trips"] += 1
                 try:
                     rows = await connection.fetch(sql, *params)
                 except asyncpg.PostgresError as error:  # this turn's: the others read on
@@ -146,6 +221,7 @@ async def _read_postgresql(
     finally:
         if transaction is not None:
             await transaction.rollback()  # nothing was written: this only ends the snapshot
+            sent["round_trips"] += 1
     return outcomes
 
 
@@ -153,16 +229,22 @@ class ReadBatch(Batcher[Sequence[Read]]):
     """Turns' reads on one of the read engine's connections, a batch at a time."""
 
     def __init__(self, db: Any) -> None:
-        super().__init__(db.read_engine, _read if db.sqlite else _read_postgresql)
+        self.sent: Counter[str] = Counter()  # on PostgreSQL: round trips
+        function = _read if db.sqlite else functools.partial(_read_postgresql, sent=self.sent)
+        super().__init__(db.read_engine, function)
+
+    @property
+    def statements(self) -> int:
+        return self._statements + self.sent["round_trips"]
 
     async def fetch(self, *reads: Read) -> list[list[Row]]:
         """The rows of each of `reads`, read together in one snapshot."""
         return await self._submit(reads)
 
-    def _wrapping(self, items: list[Sequence[Read]]) -> int:
-        if self._engine.dialect.name == SQLITE.name or _needs_snapshot(items):
-            return 2
-        return 0  # as `_read_postgresql`: one read a turn, no transaction
+    def _counted(self, items: list[Sequence[Read]]) -> int:
+        # PostgreSQL's batches count their own round trips (in `sent`): pipelined, many
+        # reads go in one.
+        return super()._counted(items) if self._engine.dialect.name == SQLITE.name else 0
 
     def _failed(self, error: Exception) -> BaseException:
         return driver_error(self._engine.dialect, error, "BEGIN", None)
