@@ -513,6 +513,9 @@ async def bench_backend(backend: str, args) -> dict[str, list[float]]:
                       f"transactions, {batch.turns / batch.batches:.1f} per transaction")
         if db.write_batch.turns:
             print(f"[{backend}] lost races (redone on the ORM path): {db.write_batch.lost_races}")
+        if not db.sqlite:
+            print(f"[{backend}] pipelined batches undone and run again turn by turn: "
+                  f"{db.write_batch.sent['redone']}")
     finally:
         await stopped(project)
         await stopped(echo)

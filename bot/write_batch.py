@@ -379,13 +379,16 @@ async def _pipelined(
     statements (their done marks) in one pipelined round trip (asyncpg's `fetchmany`), then
     their second ones (their guards)…, those of one SQL together, then the increments.
 
-    In a batch each turn's rows are its chat's, its member's and its update's, shared only
-    by guards (`FOR SHARE`) and by increments (deferred), so the order across turns does not
-    change what each does. A turn whose statement finds or changes another number of rows
-    than expected before it wrote anything (its update already done, its guard's row moved
-    on) is simply left out of the positions after. One that had written, a statement that
-    failed, or a turn withdrawn meanwhile needs that turn undone alone: the transaction is
-    rolled back and None returned, and the batch runs again turn by turn (`_planned`)."""
+    Run so, a turn's statement may come before an earlier turn's later one. That changes
+    nothing: the rows the guards check (identities, members) are rows no turn here writes;
+    a turn changes only its own chat's, pledge's and update's rows, matched on the values
+    it read (or unique), so one another turn of the batch changed first matches nothing;
+    and increments are deferred anyway. A turn whose statement finds or changes another
+    number of rows than expected before it wrote anything (its update already done, its
+    guard's row moved on) is simply left out of the positions after. One that had written,
+    a statement that failed, or a turn withdrawn meanwhile needs that turn undone alone:
+    the transaction is rolled back and None returned, and the batch runs again turn by
+    turn (`_planned`)."""
     import asyncpg  # here: a SQLite process never loads it
 
     outcomes: list[Outcome] = [APPLIED] * len(turns)
@@ -412,12 +415,11 @@ async def _pipelined(
                 changes = not statement.on(POSTGRESQL).returns_rows
                 for number in numbers:
                     expect = turns[number][position].expect
+                    wrote[number] = wrote[number] or bool(changes and counts[number])
                     if expect is not None and counts[number] != expect:
-                        if wrote[number]:
+                        if wrote[number]:  # this statement's rows included
                             raise _Undo
                         outcomes[number] = position
-                    elif changes and counts[number]:
-                        wrote[number] = True
         if any(outcome is APPLIED and left() for outcome, left in zip(outcomes, gone,
                                                                           strict=True)):
             raise _Undo
