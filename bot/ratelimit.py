@@ -323,15 +323,17 @@ class _StoreBucket:
 
     async def _pump(self) -> None:
         while self._live() > 0:
-            # Replies waiting here: ask for them with the full burst. Only background waiting:
-            # ask as if the bucket were `reserve` tokens smaller, so background sends of every
-            # process leave the last tokens to replies (of any process) and never drain it.
+            # Replies waiting here: ask for them with the full burst and the tokens due
+            # soon. Only background waiting: ask as if the bucket were `reserve` tokens
+            # smaller and take none ahead, so background sends of every process leave the
+            # last tokens to replies (of any process) and never drain it.
             urgent = self._live_at(0)
             want = min(urgent or self._live(), self.grant)
             capacity = self.capacity if urgent else max(1.0, self.capacity - self.reserve)
+            ahead = self.ahead if urgent or not self.reserve else 0.0
             try:
                 granted, wait = await asyncio.wait_for(
-                    self.store.take(self.name, self.rate, capacity, want, self.ahead),
+                    self.store.take(self.name, self.rate, capacity, want, ahead),
                     self.timeout,
                 )
             except Exception as error:  # the store is away: go local, in priority order
