@@ -431,9 +431,6 @@ async def _pipelined(
         for sql, group in itertools.groupby(increments, key=lambda bound: bound[0]):
             await connection.executemany(sql, [params for _, params in group])
             sent["round_trips"] += 1
-        await transaction.commit()
-        sent["round_trips"] += 1
-        return outcomes
     except (_Undo, asyncpg.PostgresError):
         await transaction.rollback()
         sent["round_trips"] += 1
@@ -442,6 +439,12 @@ async def _pipelined(
         with contextlib.suppress(Exception):  # the connection may be what failed
             await transaction.rollback()
         raise
+    sent["round_trips"] += 1
+    try:
+        await transaction.commit()
+    except asyncpg.PostgresError:  # refused, so the server rolled it back: turn by turn
+        return None
+    return outcomes
 
 
 async def _planned(

@@ -11,7 +11,17 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Integer, bindparam, column, func, literal_column, text
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    Table,
+    bindparam,
+    column,
+    func,
+    literal_column,
+    text,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import select
 
@@ -353,3 +363,28 @@ async def test_a_step_handed_over_just_as_a_batch_ends_is_not_left_waiting(db):
         return await db.write_batch.apply(_mark_writes(2))
 
     assert await asyncio.wait_for(one_after_another(), timeout=10) is None
+
+
+async def test_a_batch_refused_at_its_commit_tells_its_turn_why_and_stores_nothing(db):
+    """A constraint PostgreSQL checks only at COMMIT (a deferred one) refuses a batch after
+    all its statements went in: the turn is told it was an integrity error, not a broken
+    connection (the webhook would have Telegram retry that for ever), and no row stays."""
+    if db.sqlite:
+        pytest.skip("SQLite checks every constraint at its statement")
+    async with db.engine.begin() as conn:
+        await conn.execute(text(
+            "CREATE TABLE checked_at_commit (n integer,"
+            " CONSTRAINT once UNIQUE (n) DEFERRABLE INITIALLY DEFERRED)"
+        ))
+        await conn.execute(text("INSERT INTO checked_at_commit VALUES (1)"))
+    try:
+        table = Table("checked_at_commit", MetaData(), Column("n", Integer))
+        again = prepared_insert(table, ("n",))
+        with pytest.raises(IntegrityError):
+            await db.write_batch.apply([again.bind({"new_n": 1})])
+        async with db.engine.connect() as conn:
+            count = await conn.scalar(text("SELECT count(*) FROM checked_at_commit"))
+        assert count == 1
+    finally:
+        async with db.engine.begin() as conn:
+            await conn.execute(text("DROP TABLE checked_at_commit"))
