@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -77,7 +78,7 @@ class Batcher(Generic[Item]):
     `function(connection, items, gone)` on a connection of `engine`, which returns each
     item's outcome (`gone[i]()`: whether item i's caller was cancelled meanwhile). On
     SQLite a function given the sqlite3 connection, on its thread; on PostgreSQL a
-    coroutine function given the asyncpg connection."""
+    coroutine function given the asyncpg connection, and `sent` to count in."""
 
     max_items = 256
     around_item = 0  # statements a batch adds around each request (a savepoint's two)
@@ -96,12 +97,15 @@ class Batcher(Generic[Item]):
         self.batches = 0
         self.turns = 0
         self._statements = 0
+        # On PostgreSQL the function is also given this, and counts in it what it sent
+        # ("round_trips": pipelined, many statements go in one) and what else it did.
+        self.sent: Counter[str] = Counter()
 
     @property
     def statements(self) -> int:
         """Statements sent to the database so far, each a round trip (one pipelined
         round trip of many counts once)."""
-        return self._statements
+        return self._statements + self.sent["round_trips"]
 
     @property
     def waiting(self) -> int:
@@ -165,7 +169,8 @@ class Batcher(Generic[Item]):
                     self._function, items, gone
                 )
             else:
-                outcomes = await self._function(pooled.driver_connection, items, gone)
+                outcomes = await self._function(pooled.driver_connection, items, gone,
+                                                self.sent)
         self.batches += 1
         self.turns += len(live)
         self._statements += self._counted(items)
@@ -174,7 +179,10 @@ class Batcher(Generic[Item]):
                 future.set_result(outcome)
 
     def _counted(self, items: list[Item]) -> int:
-        """The round trips a batch of `items` took: theirs, and what wraps them."""
+        """The statements a batch of `items` ran on SQLite: theirs, and what wraps them
+        (PostgreSQL's functions count their own, in `sent`)."""
+        if self._engine.dialect.name != SQLITE.name:
+            return 0
         around = self.around_item
         return self._wrapping(items) + sum(len(item) + around for item in items)  # type: ignore[arg-type]
 

@@ -17,7 +17,6 @@ guards that it is unchanged (bot.write_batch).
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +27,7 @@ from sqlalchemy import Integer, Select, bindparam
 from sqlalchemy.engine import Dialect
 
 from bot.batching import POSTGRESQL, SQLITE, Batcher, driver_error
-from bot.write_batch import TURN_TAG, Compiled, Prepared
+from bot.write_batch import TURN_TAG, Compiled, Prepared, fetch_tagged
 
 Row = tuple[Any, ...]
 ResultProcessor = Callable[[Any], Any] | None
@@ -130,7 +129,7 @@ def _snapshot(connection: Any) -> Any:
 
 
 async def _read_postgresql(
-    connection: Any, turns: Sequence[Sequence[Read]], gone: object, sent: Counter[str]
+    connection: Any, turns: Sequence[Sequence[Read]], _gone: object, sent: Counter[str]
 ) -> list[Outcome]:
     """On an asyncpg connection: every turn's reads in one read-only snapshot, pipelined
     (`_pipelined`), or where a statement failed there, turn by turn (`_turn_by_turn`)."""
@@ -165,20 +164,15 @@ async def _pipelined(
                 together.setdefault(reads[position].query, []).append(number)
         for query, numbers in together.items():
             compiled = query.tagged(POSTGRESQL)
-            theirs: dict[int, list[Any]] = {number: [] for number in numbers}
-            if compiled is None:
-                for number in numbers:
-                    sql, params = query.on(POSTGRESQL, turns[number][position].values)
+            values = {number: turns[number][position].values for number in numbers}
+            if compiled is not None:
+                theirs = await fetch_tagged(connection, compiled, values, sent)
+            else:
+                theirs = {}
+                for number, bound in values.items():
+                    sql, params = query.on(POSTGRESQL, bound)
                     theirs[number] = await connection.fetch(sql, *params)
                     sent["round_trips"] += 1
-            else:
-                rows = await connection.fetchmany(compiled.sql, [
-                    compiled.params({**turns[number][position].values, TURN_TAG: number})
-                    for number in numbers
-                ])
-                sent["round_trips"] += 1
-                for row in rows:
-                    theirs[row[-1]].append(row[:-1])
             processors = query.processors(POSTGRESQL)
             for number in numbers:
                 found[number].append(_processed(theirs[number], processors))
@@ -229,22 +223,11 @@ class ReadBatch(Batcher[Sequence[Read]]):
     """Turns' reads on one of the read engine's connections, a batch at a time."""
 
     def __init__(self, db: Any) -> None:
-        self.sent: Counter[str] = Counter()  # on PostgreSQL: round trips
-        function = _read if db.sqlite else functools.partial(_read_postgresql, sent=self.sent)
-        super().__init__(db.read_engine, function)
-
-    @property
-    def statements(self) -> int:
-        return self._statements + self.sent["round_trips"]
+        super().__init__(db.read_engine, _read if db.sqlite else _read_postgresql)
 
     async def fetch(self, *reads: Read) -> list[list[Row]]:
         """The rows of each of `reads`, read together in one snapshot."""
         return await self._submit(reads)
-
-    def _counted(self, items: list[Sequence[Read]]) -> int:
-        # PostgreSQL's batches count their own round trips (in `sent`): pipelined, many
-        # reads go in one.
-        return super()._counted(items) if self._engine.dialect.name == SQLITE.name else 0
 
     def _failed(self, error: Exception) -> BaseException:
         return driver_error(self._engine.dialect, error, "BEGIN", None)

@@ -29,7 +29,6 @@ the batch roll back and run again as above (`_pipelined`).
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import sqlite3
 from collections import Counter
@@ -368,6 +367,23 @@ async def _apply_postgresql(
     return await _planned(connection, turns, gone, sent)
 
 
+async def fetch_tagged(
+    connection: Any, compiled: Compiled, values: Mapping[int, Mapping[str, Any]],
+    sent: Counter[str],
+) -> dict[int, list[tuple[Any, ...]]]:
+    """A tagged statement (its last column the number bound as ``turn_tag``) run for each
+    turn's `values` in one pipelined round trip (asyncpg's `fetchmany`): each turn's rows,
+    the tag taken off."""
+    rows = await connection.fetchmany(compiled.sql, [
+        compiled.params({**bound, TURN_TAG: number}) for number, bound in values.items()
+    ])
+    sent["round_trips"] += 1
+    theirs: dict[int, list[tuple[Any, ...]]] = {number: [] for number in values}
+    for row in rows:
+        theirs[row[-1]].append(row[:-1])
+    return theirs
+
+
 class _Undo(Exception):
     """A pipelined batch must be undone: a turn that wrote must be rolled back alone."""
 
@@ -405,18 +421,14 @@ async def _pipelined(
                     if not statement.commutes:
                         together.setdefault(statement, []).append(number)
             for statement, numbers in together.items():
-                compiled = statement.tagged(POSTGRESQL)
-                rows = await connection.fetchmany(compiled.sql, [
-                    compiled.params({**turns[number][position].values, TURN_TAG: number})
-                    for number in numbers
-                ])
-                sent["round_trips"] += 1
-                counts = Counter(row[0] for row in rows)
+                found = await fetch_tagged(connection, statement.tagged(POSTGRESQL), {
+                    number: turns[number][position].values for number in numbers
+                }, sent)
                 changes = not statement.on(POSTGRESQL).returns_rows
                 for number in numbers:
-                    expect = turns[number][position].expect
-                    wrote[number] = wrote[number] or bool(changes and counts[number])
-                    if expect is not None and counts[number] != expect:
+                    expect, count = turns[number][position].expect, len(found[number])
+                    wrote[number] = wrote[number] or bool(changes and count)
+                    if expect is not None and count != expect:
                         if wrote[number]:  # this statement's rows included
                             raise _Undo
                         outcomes[number] = position
@@ -482,20 +494,9 @@ class WriteBatch(Batcher[Sequence[Write]]):
     around_item = 2  # SAVEPOINT, and RELEASE or ROLLBACK TO
 
     def __init__(self, db: Any) -> None:
-        # On PostgreSQL: round trips, and batches undone and run again turn by turn.
-        self.sent: Counter[str] = Counter()
-        function = _apply if db.sqlite else functools.partial(_apply_postgresql, sent=self.sent)
-        super().__init__(db.engine, function)
+        # On PostgreSQL `sent` also counts the batches undone and run again turn by turn.
+        super().__init__(db.engine, _apply if db.sqlite else _apply_postgresql)
         self.lost_races = 0  # turns whose row moved on, redone on the ORM path
-
-    @property
-    def statements(self) -> int:
-        return self._statements + self.sent["round_trips"]
-
-    def _counted(self, items: list[Sequence[Write]]) -> int:
-        # PostgreSQL's batches count their own round trips (in `sent`): pipelined, many
-        # statements go in one.
-        return super()._counted(items) if self._engine.dialect.name == SQLITE.name else 0
 
     async def apply(self, writes: Sequence[Write]) -> Outcome:
         """Store `writes` as one unit with other turns' and return once committed (or not)."""
