@@ -138,8 +138,10 @@ _STORE_RETRY_SECONDS = 5.0
 # A grant from the store also takes the tokens due within this long, paced out here: at a
 # high rate a round trip then brings up to `grant` tokens rather than the burst's 3, so
 # the sends do not queue on the store (bench/throughput.py: /topic on PostgreSQL); at 30/s
-# it is at most one token ahead, spent when due.
-_AHEAD_SECONDS = 0.02
+# it is at most one token ahead, spent when due. A process that falls behind (a busy event
+# loop) sends what it holds at once when it catches up, so at worst a window sees this much
+# more than the rate allows: `rate * TAKE_AHEAD_SECONDS` tokens on top of the burst.
+TAKE_AHEAD_SECONDS = 0.02
 _FALLBACK = object()  # what a waiter is told when the store failed: ask the local share
 
 _Result = bool | dict[str, Any] | list[dict[str, Any]]
@@ -489,8 +491,8 @@ class LaneRateLimiter(BaseRateLimiter[dict[str, Any]]):
             )
         else:
             share = 1.0 / self.processes
-            common = {"grant": self.grant, "ahead": _AHEAD_SECONDS, "timeout": self.store_timeout,
-                      "stats": self.stats}
+            common = {"grant": self.grant, "ahead": TAKE_AHEAD_SECONDS,
+                      "timeout": self.store_timeout, "stats": self.stats}
             self._shared = _StoreBucket(
                 self.store,
                 "shared",

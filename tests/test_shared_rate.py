@@ -25,7 +25,7 @@ from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
 
 from bot.channels.emulator import BotApiEmulator
-from bot.ratelimit import BACKGROUND, LaneRateLimiter
+from bot.ratelimit import BACKGROUND, TAKE_AHEAD_SECONDS, LaneRateLimiter
 from bot.ratestore import PostgresRateStore, RateStore, RedisRateStore, limiter_for, store_for
 from bot.settings import Settings
 from tests.services import postgres_url_or_skip
@@ -205,11 +205,13 @@ async def test_a_grant_takes_the_tokens_due_within_its_horizon_and_no_more(make_
 
 
 @pytest.mark.parametrize("rate", [300.0, 20_000.0])
-async def test_tokens_taken_ahead_are_paced_and_spare_round_trips(emu, make_store, rate):
+async def test_tokens_taken_ahead_keep_the_shared_rate_and_spare_round_trips(
+    emu, make_store, rate
+):
     """Three processes sending 180 replies at once. At 300/s together the rate is the limit:
-    tokens taken ahead are paced out, so no 0.1 s holds more than it allows. At 20,000/s
-    (above what these sends reach) a round trip serves the sends waiting, not the burst's
-    three at most."""
+    tokens taken ahead are paced out, so no 0.1 s holds more than the rate and burst allow,
+    plus what one process held ahead if its loop fell behind. At 20,000/s (above what these
+    sends reach) a round trip serves the sends waiting, not the burst's three at most."""
     window = 0.1
     limiters = [
         LaneRateLimiter(per_bot=rate, burst=BURST, store=make_store(), processes=PROCESSES)
@@ -231,7 +233,11 @@ async def test_tokens_taken_ahead_are_paced_and_spare_round_trips(emu, make_stor
           f"{grants} store round trips")
     assert len(sent) == 180
     if rate * window < 180:
-        assert peak <= rate * window + BURST + 2  # 2: the emulator's timestamps' jitter
+        # Paced, a quiet run peaks at 32-33. The bound adds the tokens a late process may
+        # send at once (6 at 300/s) and 2 for the emulator's timestamps' jitter. Without the
+        # shared store the three would send about 3 * 30 in 0.1 s.
+        held_ahead = rate * TAKE_AHEAD_SECONDS
+        assert peak <= rate * window + BURST + held_ahead + 2
     else:
         assert grants < 180 / BURST
 
