@@ -1,7 +1,8 @@
 """Memory of an idle bot with 1,000,000 members, and over a 200,000-update load.
 
     python bench/memory.py [--members 1000000] [--units 5000] [--load-updates 200000]
-                           [--concurrency 100] [--db sqlite|postgresql] [--reuse] [--tracemalloc]
+                           [--concurrency 100] [--db sqlite|postgresql] [--reuse]
+                           [--tracemalloc | --heap]
 
 The data is select_due.py's province (1,000,000 members in 5,000 units: 80% on the bot of
 whom 3% blocked, 45% with a submitted pledge, 5% a draft, reminder-log rows, the Bình Thuận
@@ -26,13 +27,17 @@ Printed: idle RSS, peak (VmHWM and the highest sample), final, growth (final - i
 the growth per 10,000 updates over the second half of the load (warm-up excluded).
 Goal: idle <= 200 MB and no growth over the load. ``--tracemalloc`` runs the bot under
 tracemalloc (bench/traced_bot.py; several times slower) and prints what grew between a
-snapshot at idle and one after the load, by source line.
+snapshot at idle and one after the load, by source line. ``--heap`` runs it under
+bench/heap_probe_bot.py instead (no slow-down), probes every 30 s and prints where the
+resident memory is (Python's allocator, malloc, SQLite) at idle, through the load and after,
+and which object types grew over the second half.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import signal
 import sys
@@ -161,6 +166,47 @@ def print_trace_diff(first: Path, second: Path, top: int) -> None:
         log(f"    {stat.size / 1024:9.0f} kB  {name}")
 
 
+async def probe_heap(bot, sampler: Sampler, probes: list[int], stop: asyncio.Event, on: bool):
+    """Every 30 s (and once more when the load is over) ask heap_probe_bot for a line."""
+    if not on:
+        return
+    while True:
+        probes.append(sampler.updates())
+        bot.proc.send_signal(signal.SIGUSR2)
+        try:
+            await asyncio.wait_for(stop.wait(), 30)
+        except TimeoutError:
+            continue
+        await asyncio.sleep(1)
+        probes.append(sampler.updates())
+        bot.proc.send_signal(signal.SIGUSR2)
+        await asyncio.sleep(2)
+        return
+
+
+def print_heap(heap_file: Path, probes: list[int], top: int) -> None:
+    lines = [json.loads(line) for line in heap_file.read_text().splitlines()]
+    rows = list(zip(probes, lines, strict=False))  # a probe at the very end may be missing
+    if len(rows) < 3:
+        log("  heap: too few probes")
+        return
+    log("  where the memory is (MB; Python = live blocks / its arenas; malloc = in use / free):")
+    log("    updates      RSS   Python live  arenas   malloc used   free   SQLite  objects")
+    picks = sorted({0, 1, len(rows) // 4, len(rows) // 2, 3 * len(rows) // 4, len(rows) - 1})
+    for i in picks:
+        updates, h = rows[i]
+        log(
+            f"    {updates:7d} {h['rss_kb'] / 1024:8.1f} {h['py_allocated'] / 2**20:11.1f} "
+            f"{h['py_arenas'] / 2**20:8.1f} {h['malloc_in_use'] / 2**20:11.1f} "
+            f"{h['malloc_free'] / 2**20:7.1f} {h['sqlite'] / 2**20:8.1f} {h['objects']:8d}"
+        )
+    half, last = dict(rows[len(rows) // 2][1]["types"]), dict(rows[-1][1]["types"])
+    grew = sorted(((last.get(k, 0) - half.get(k, 0), k) for k in set(half) | set(last)),
+                  reverse=True)
+    log("  object types that grew most over the second half (count):")
+    log("    " + ", ".join(f"{name} {n:+d}" for n, name in grew[:top] if n > 0))
+
+
 async def bench(args) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="chuyende-memory-", dir=args.dir))
     data_dir = Path(args.dir or tempfile.gettempdir())
@@ -204,6 +250,10 @@ async def bench(args) -> int:
         env = loadgen.bot_env(emu.base_url, url, now, args.rate)
         command = run
         trace_dir = workdir / "trace"
+        heap_file = workdir / "heap.jsonl"
+        if args.heap:
+            env["HEAP_FILE"] = str(heap_file)
+            command = [sys.executable, str(HERE / "heap_probe_bot.py")]
         if args.tracemalloc:
             trace_dir.mkdir()
             env["TRACE_DIR"] = str(trace_dir)
@@ -228,6 +278,8 @@ async def bench(args) -> int:
             sampler = Sampler(bot.pid)
             stop = asyncio.Event()
             sampling = asyncio.create_task(sampler.run(stop))
+            probes: list[int] = []  # updates done at each heap probe
+            probing = asyncio.create_task(probe_heap(bot, sampler, probes, stop, args.heap))
 
             def progress(stats: loadgen.Stats, elapsed: float) -> None:
                 sampler.updates = lambda: stats.updates
@@ -252,6 +304,7 @@ async def bench(args) -> int:
             await asyncio.sleep(30)
             stop.set()
             await sampling
+            await probing
             final = loadgen.read_status(bot.pid)
             if args.tracemalloc:
                 second = await snapshot(bot, trace_dir, 2)
@@ -291,6 +344,8 @@ async def bench(args) -> int:
     )
     if args.tracemalloc:
         print_trace_diff(first, second, args.top)
+    if args.heap:
+        print_heap(heap_file, probes, args.top)
     if args.db == "sqlite":
         (workdir / "run.db").unlink(missing_ok=True)
     log(f"  logs in {workdir}")
@@ -313,10 +368,14 @@ def main() -> None:
     parser.add_argument("--settle-max", type=float, default=180.0)
     parser.add_argument("--max-seconds", type=float, default=3600.0)
     parser.add_argument("--tracemalloc", action="store_true")
+    parser.add_argument("--heap", action="store_true", help="probe where the memory is")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--dir", help="data and logs (default: the temp directory)")
     parser.add_argument("--reuse", action="store_true", help="reuse the SQLite data set")
-    sys.exit(asyncio.run(bench(parser.parse_args())))
+    args = parser.parse_args()
+    if args.heap and args.tracemalloc:
+        parser.error("--heap and --tracemalloc each run the bot under their own wrapper")
+    sys.exit(asyncio.run(bench(args)))
 
 
 if __name__ == "__main__":
