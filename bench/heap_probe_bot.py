@@ -2,9 +2,10 @@
 
     HEAP_FILE=heap.jsonl python bench/heap_probe_bot.py
 
-Each SIGUSR2 appends one JSON line to HEAP_FILE, taken from the main thread between two
-steps of the event loop. Unlike tracemalloc it costs nothing between signals, so the load
-runs at full speed and the figures are those of a real run. A line holds:
+Each SIGUSR2 appends one JSON line to HEAP_FILE, taken in the main thread (where Python runs
+signal handlers, between two bytecodes). Unlike tracemalloc it costs nothing between
+signals, so the load runs at full speed and the figures are those of a real run. A line
+holds:
 
 * ``rss_kb``: VmRSS;
 * ``py_allocated`` / ``py_arenas``: bytes in live blocks of Python's small-object allocator

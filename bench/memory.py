@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shutil
 import signal
@@ -166,22 +167,17 @@ def print_trace_diff(first: Path, second: Path, top: int) -> None:
         log(f"    {stat.size / 1024:9.0f} kB  {name}")
 
 
-async def probe_heap(bot, sampler: Sampler, probes: list[int], stop: asyncio.Event, on: bool):
-    """Every 30 s (and once more when the load is over) ask heap_probe_bot for a line."""
-    if not on:
-        return
-    while True:
+async def probe_heap(bot, sampler: Sampler, probes: list[int], stop: asyncio.Event) -> None:
+    """Ask heap_probe_bot for a line every 30 s, and once more just after the load."""
+    while not stop.is_set():
         probes.append(sampler.updates())
         bot.proc.send_signal(signal.SIGUSR2)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 30)
-        except TimeoutError:
-            continue
-        await asyncio.sleep(1)
-        probes.append(sampler.updates())
-        bot.proc.send_signal(signal.SIGUSR2)
-        await asyncio.sleep(2)
-        return
+    await asyncio.sleep(1)
+    probes.append(sampler.updates())
+    bot.proc.send_signal(signal.SIGUSR2)
+    await asyncio.sleep(2)  # the line is written from the bot's main thread
 
 
 def print_heap(heap_file: Path, probes: list[int], top: int) -> None:
@@ -279,7 +275,8 @@ async def bench(args) -> int:
             stop = asyncio.Event()
             sampling = asyncio.create_task(sampler.run(stop))
             probes: list[int] = []  # updates done at each heap probe
-            probing = asyncio.create_task(probe_heap(bot, sampler, probes, stop, args.heap))
+            probing = (asyncio.create_task(probe_heap(bot, sampler, probes, stop))
+                       if args.heap else None)
 
             def progress(stats: loadgen.Stats, elapsed: float) -> None:
                 sampler.updates = lambda: stats.updates
@@ -304,7 +301,8 @@ async def bench(args) -> int:
             await asyncio.sleep(30)
             stop.set()
             await sampling
-            await probing
+            if probing is not None:
+                await probing
             final = loadgen.read_status(bot.pid)
             if args.tracemalloc:
                 second = await snapshot(bot, trace_dir, 2)
