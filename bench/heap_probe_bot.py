@@ -12,6 +12,8 @@ holds:
   and bytes of its arenas (from ``sys._debugmallocstats``): their gap is fragmentation;
 * ``malloc_in_use`` / ``malloc_free``: glibc's ``mallinfo2`` over all arenas, i.e. larger
   Python objects and C libraries; the free part is held by malloc, not returned;
+* ``arenas``: per malloc arena (glibc gives each thread one, up to 8 per core), its
+  bytes from the system and bytes free; ``threads``: the process's threads now;
 * ``sqlite``: what SQLite's allocator holds (page caches, schemas, prepared statements);
 * ``objects``: gc-tracked objects created since start-up's ``gc.freeze()`` (frozen ones are
   not listed by ``gc.get_objects``), and ``types``: the 40 most common of them.
@@ -80,6 +82,26 @@ def main() -> None:
     except (OSError, TypeError):
         sqlite = None
 
+    libc.fopen.restype = ctypes.c_void_p
+    libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+
+    def arenas() -> list[tuple[int, int, int]]:
+        """Per malloc arena (glibc's malloc_info): bytes from the system, bytes free."""
+        with tempfile.NamedTemporaryFile(suffix=".xml") as out:
+            stream = libc.fopen(out.name.encode(), b"w")
+            libc.malloc_info(0, stream)
+            libc.fclose(stream)
+            text = Path(out.name).read_text()
+        rows = []
+        for nr, body in re.findall(r'<heap nr="(\d+)">(.*?)</heap>', text, re.S):
+            system = re.search(r'<system type="current" size="(\d+)"', body)
+            free = re.findall(r'<total type="(?:fast|rest)" count="\d+" size="(\d+)"', body)
+            rows.append((int(nr), int(system.group(1)) if system else -1,
+                         sum(int(x) for x in free)))
+        return rows
+
     def probe(_signum, _frame) -> None:
         info = libc.mallinfo2()
         types = collections.Counter(type(o).__name__ for o in gc.get_objects())
@@ -94,6 +116,8 @@ def main() -> None:
             "sqlite": sqlite.sqlite3_memory_used() if sqlite else -1,
             "objects": sum(types.values()),
             "types": types.most_common(40),
+            "arenas": arenas(),
+            "threads": len(os.listdir("/proc/self/task")),
         }
         with target.open("a") as out:
             out.write(json.dumps(line) + "\n")

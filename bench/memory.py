@@ -186,19 +186,22 @@ def print_heap(heap_file: Path, probes: list[int], top: int) -> None:
     if len(rows) < 3:
         log("  heap: too few probes")
         return
-    log("  where the memory is (MB; Python = live blocks / its arenas; malloc = in use / free):")
-    log("    updates      RSS   Python live  arenas   malloc used   free   SQLite  objects")
+    log("  where the memory is (MB; Python = live blocks / its arenas; malloc = in use / free;"
+        " threads / malloc arenas):")
+    log("    updates      RSS   Python live  arenas   malloc used   free   SQLite  objects"
+        "  threads")
     picks = sorted({0, 1, len(rows) // 4, len(rows) // 2, 3 * len(rows) // 4, len(rows) - 1})
     for i in picks:
         updates, h = rows[i]
         log(
             f"    {updates:7d} {h['rss_kb'] / 1024:8.1f} {h['py_allocated'] / 2**20:11.1f} "
             f"{h['py_arenas'] / 2**20:8.1f} {h['malloc_in_use'] / 2**20:11.1f} "
-            f"{h['malloc_free'] / 2**20:7.1f} {h['sqlite'] / 2**20:8.1f} {h['objects']:8d}"
+            f"{h['malloc_free'] / 2**20:7.1f} {h['sqlite'] / 2**20:8.1f} {h['objects']:8d} "
+            f"{h['threads']:4d} / {len(h['arenas'])}"
         )
     half, last = dict(rows[len(rows) // 2][1]["types"]), dict(rows[-1][1]["types"])
-    grew = sorted(((last.get(k, 0) - half.get(k, 0), k) for k in set(half) | set(last)),
-                  reverse=True)
+    # Only types in both top lists: one that left the top 40 in between is not a change.
+    grew = sorted(((last[k] - half[k], k) for k in set(half) & set(last)), reverse=True)
     log("  object types that grew most over the second half (count):")
     log("    " + ", ".join(f"{name} {n:+d}" for n, name in grew[:top] if n > 0))
 
