@@ -52,8 +52,8 @@ def _setup_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
 
 
 # The read engine keeps every connection it opens, up to the 15 that SQLAlchemy's default
-# pool (5 kept, 10 overflow) allows at once: the same ceiling, so a turn that holds a reader
-# while a grouped read waits for another finds one as before. Overflow connections are
+# pool (5 kept, 10 overflow) allows at once: the same ceiling, so nothing waits for a
+# reader longer than before (a smaller fixed pool might). Overflow connections are
 # closed when given back, so under load the default opened and closed them all the time,
 # each with a thread, a SQLite connection, its schema and a cold page cache. Malloc kept
 # what those freed (bench/memory.py --heap, 30,000 updates: 8.1 MB held free with the
