@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -154,6 +156,7 @@ async def _post_init(application: Application) -> None:
 
         await start_background(application)
     heap.settle()
+    svc.extras["heap_release"] = asyncio.create_task(heap.release_forever())
 
 
 async def _post_shutdown(application: Application) -> None:
@@ -161,6 +164,11 @@ async def _post_shutdown(application: Application) -> None:
 
     await stop_background(application)
     svc: Services = application.bot_data[BOT_DATA_KEY]
+    release = svc.extras.pop("heap_release", None)
+    if isinstance(release, asyncio.Task):
+        release.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await release
     bus = svc.extras.pop("cache_bus", None)
     if bus is not None:
         await bus.stop()  # type: ignore[attr-defined]
