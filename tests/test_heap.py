@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import re
+import weakref
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,32 @@ MB = 1024 * 1024
 def resident() -> int:
     status = Path("/proc/self/status").read_text()
     return int(re.search(r"VmRSS:\s*(\d+)", status).group(1)) * 1024
+
+
+class Statement:
+    """Stands for a SQL statement built per call: its parts point at each other."""
+
+    def __init__(self) -> None:
+        self.parts = [self]
+        self.payload = bytearray(MB)
+
+
+async def test_garbage_in_cycles_is_collected_within_an_interval_without_a_full_pass_due():
+    gc.disable()  # no pass of the collector's own: only the release may collect
+    try:
+        statement = Statement()
+        gone = weakref.ref(statement)
+        del statement
+        await asyncio.sleep(0)
+        assert gone() is not None  # a cycle: dropping the last name frees nothing
+        releasing = asyncio.create_task(heap.release_forever(interval=0.01))
+        await asyncio.sleep(0.1)
+        releasing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await releasing
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 @pytest.mark.skipif(heap.malloc_trim() is None, reason="needs glibc's malloc_trim")
