@@ -1225,6 +1225,9 @@ class BotApiEmulator:
         self._faults: dict[int, list[_Fault]] = {}
         self._random = random.Random(seed)
         self._random_429: tuple[float, int, frozenset[str] | None] | None = None
+        self._updates_retry_after: int | None = None
+        #: getUpdates calls answered with the 429 of `fail_updates`.
+        self.updates_refused = 0
         self._rate_limits: tuple[int | None, int | None, float] | None = None
         self._recent_sends: deque[tuple[float, int]] = deque()
 
@@ -1564,6 +1567,13 @@ class BotApiEmulator:
         else:
             allowed = frozenset(methods) if methods is not None else None
             self._random_429 = (ratio, retry_after, allowed)
+
+    def fail_updates(self, retry_after: int | None) -> None:
+        """Answer every getUpdates with 429 "retry after N" (None: answer normally again).
+
+        Telegram's flood control on polling: PTB then waits N seconds before it polls again.
+        """
+        self._updates_retry_after = retry_after
 
     def set_rate_limits(
         self,
@@ -2011,6 +2021,9 @@ class BotApiEmulator:
     async def _api_get_updates(
         self, params: dict[str, Any], files: dict[str, _Upload]
     ) -> list[dict[str, Any]]:
+        if self._updates_retry_after is not None:
+            self.updates_refused += 1
+            raise _too_many_requests(self._updates_retry_after)
         if self.webhook is not None:
             raise _ApiError(
                 409,
