@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,6 +20,7 @@ from telegram.ext import (
     Defaults,
     MessageHandler,
     TypeHandler,
+    Updater,
     filters,
 )
 from telegram.request import BaseRequest
@@ -57,6 +59,10 @@ MENU_COMMANDS = (
     "language",
     "cancel",
 )
+# How long stopping waits for the polling loop. A normal stop takes one short getUpdates (the
+# confirm of what was fetched); PTB's pause after a failed poll (up to 30 s, or a 429's
+# retry_after) is not waited out, so compose's and systemd's 30 s leave room for the flush.
+UPDATER_STOP_S = 5.0
 
 
 def build_application(
@@ -181,11 +187,13 @@ async def _post_shutdown(application: Application) -> None:
 
 
 @asynccontextmanager
-async def polling(application: Application, poll_timeout: int = 10) -> AsyncIterator[Application]:
+async def polling(
+    application: Application, poll_timeout: int = 10, stop_within: float = UPDATER_STOP_S
+) -> AsyncIterator[Application]:
     """Run inside an already running event loop, with the lifecycle `run_polling` would give.
 
     PTB calls post_init/post_shutdown only from run_polling/run_webhook, which own the loop;
-    the sandbox and the tests share their loop with the emulator, so they come through here.
+    `chuyende run`, the sandbox and the tests come through here, so stopping is bounded.
     """
     await application.initialize()
     if application.post_init:
@@ -196,8 +204,44 @@ async def polling(application: Application, poll_timeout: int = 10) -> AsyncIter
     try:
         yield application
     finally:
-        await application.updater.stop()
+        await _stop_updater(application.updater, stop_within)
         await application.stop()
         await application.shutdown()
         if application.post_shutdown:
             await application.post_shutdown(application)
+
+
+async def _stop_updater(updater: Updater, within: float) -> None:
+    """Stop polling, without waiting out PTB's pause after a failed getUpdates.
+
+    PTB 22 sleeps between retries (1.5x each time up to 30 s, or a 429's retry_after) and
+    `Updater.stop()` waits for that sleep. Past `within`, the stop is cancelled, which cancels
+    the polling task it awaits, asleep in that pause. Updates fetched but not confirmed come
+    again on the next start, and the done marks drop the ones already handled.
+    """
+    stopping = asyncio.ensure_future(updater.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=within)
+    if not done:
+        logger.warning("polling still in its retry pause after %.1f s: cut short", within)
+        stopping.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await stopping
+
+
+async def serve_polling(application: Application) -> None:
+    """`chuyende run`: long-poll until SIGTERM or SIGINT, then finish what is in flight and stop."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    handled = (signal.SIGTERM, signal.SIGINT)
+    for sig in handled:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with polling(application):
+            await stop.wait()
+            logger.info("stop signal received: finishing the updates in flight")
+            # A second signal ends the process at once, as without these handlers.
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)

@@ -468,9 +468,10 @@ def run(
         if listen is not None or port is not None:
             _say("cli/webhook_options_alone")
             raise typer.Exit(2)
+        from bot.app import serve_polling
+
         setup_logging([settings.telegram_bot_token.get_secret_value()])
-        application = build_application(make_services(settings))
-        application.run_polling(allowed_updates=None)
+        asyncio.run(serve_polling(build_application(make_services(settings))))
         return
     _check_webhook(settings, webhook)
     from telegram.error import TelegramError

@@ -88,13 +88,18 @@ class RunningBot:
     """The real Application long-polling the emulator; `restart()` builds a fresh one."""
 
     def __init__(self, svc: Services) -> None:
+        from bot.app import UPDATER_STOP_S
+
         self.svc = svc
         self._running = None
+        self.stop_within = UPDATER_STOP_S  # how long a stop waits for the polling loop
 
     async def start(self) -> None:
         from bot.app import build_application, polling
 
-        self._running = polling(build_application(self.svc), poll_timeout=1)
+        self._running = polling(
+            build_application(self.svc), poll_timeout=1, stop_within=self.stop_within
+        )
         self.application = await self._running.__aenter__()
 
     async def stop(self) -> None:

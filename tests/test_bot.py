@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from datetime import timedelta
 
 import pytest
@@ -122,6 +124,30 @@ async def test_the_same_update_delivered_twice_has_one_effect(svc, lan, emulator
         processed = (await session.exec(select(ProcessedUpdate))).all()
     assert pledge.draft == {"thought": "Một câu trả lời duy nhất."}
     assert len([p for p in processed if p.update_id == update_id]) == 1
+
+
+async def test_a_stop_does_not_wait_out_telegrams_pause_and_the_message_is_answered_later(
+    svc, lan, bot, emulator
+):
+    """Flood control answers getUpdates with 429 "retry after 60": PTB would sleep a minute,
+    and a SIGTERM with it, past compose's and systemd's 30 s. The member's message waits at
+    Telegram and is answered once the bot is back."""
+    bot.stop_within = 0.5
+    await bot.stop()
+    emulator.fail_updates(retry_after=60)
+    await bot.start()
+    while not emulator.updates_refused:  # its first poll is answered 429
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)  # PTB is now in its 60 s pause
+    await lan.send("/topic")
+    started = time.monotonic()
+    await asyncio.wait_for(bot.stop(), 20)
+    assert time.monotonic() - started < 5
+    assert not emulator.deliveries  # the message is still waiting at Telegram
+    emulator.fail_updates(None)
+    await bot.start()
+    reply = await lan.next_reply(timeout=15)
+    assert "Chuyên đề toàn khóa" in reply.text
 
 
 async def test_a_pledge_longer_than_one_message_is_split_safely(svc, lan):

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -526,6 +527,63 @@ async def test_sigterm_finishes_the_update_in_flight_and_exits_0(emulator, tmp_p
     assert TOKEN not in output and SECRET not in output
     assert "SIGTERM received" in output
     assert "Traceback" not in output, output
+
+
+async def test_polling_stops_on_sigterm_during_telegrams_pause_and_answers_nothing_twice(
+    emulator, tmp_path
+):
+    """`chuyende run` (long polling) while flood control answers getUpdates with 429 "retry
+    after 60": PTB alone would sleep the minute out after SIGTERM. The update fetched but not
+    confirmed comes again to the next process, which does not answer it a second time."""
+    env = _child_env(emulator, tmp_path / "bot.db")
+    upgrade = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "db", "upgrade", env=env, cwd=tmp_path
+    )
+    assert await upgrade.wait() == 0
+
+    async def start():
+        return await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "bot.cli", "run"),
+            env=env,
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+
+    hoa = emulator.user(640, first_name="Hoa")
+    process = await start()
+    try:
+        await hoa.send("/start")
+        await hoa.next_reply(timeout=30)
+        await hoa.replies_until_idle(idle=0.3)
+        emulator.fail_updates(retry_after=60)
+        before = len(hoa.bot_messages)
+        await hoa.send("/help")  # the long poll under way takes it, the next poll gets 429
+        await hoa.next_reply(timeout=15)
+        await hoa.replies_until_idle(idle=0.3)
+        help_messages = len(hoa.bot_messages) - before
+        while not emulator.updates_refused:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # the bot is in PTB's 60 s pause
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+        assert time.monotonic() - started < 15
+        output = (await process.stdout.read()).decode()
+        assert "stop signal received" in output and TOKEN not in output
+
+        emulator.fail_updates(None)
+        answered = len(hoa.bot_messages)
+        process = await start()
+        await hoa.send("/help")
+        await hoa.next_reply(timeout=30)
+        await hoa.replies_until_idle(idle=0.5)
+        # Only the new /help is answered; the first one, delivered again, is not.
+        assert len(hoa.bot_messages) == answered + help_messages
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 async def test_a_port_already_taken_is_a_clear_error_not_a_traceback(emulator, tmp_path):
