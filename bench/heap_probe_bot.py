@@ -16,7 +16,13 @@ holds:
   bytes from the system and bytes free; ``threads``: the process's threads now;
 * ``sqlite``: what SQLite's allocator holds (page caches, schemas, prepared statements);
 * ``objects``: gc-tracked objects created since start-up's ``gc.freeze()`` (frozen ones are
-  not listed by ``gc.get_objects``), and ``types``: the 40 most common of them.
+  not listed by ``gc.get_objects``), and ``types``: the 40 most common of them;
+* ``big``: every malloc block of at least 256 kB that glibc gave its own mmap (found by
+  walking the process's anonymous mappings) or that is in use in the main arena's heap: its
+  address, its size, and what a sample of its
+  8-byte words point at (the types of gc-tracked objects, or ``ptr`` for another address,
+  ``zero`` or ``other``), so a block that appears can be told apart: a Python list's or
+  set's table points at objects, a C library's buffer does not.
 """
 
 from __future__ import annotations
@@ -72,6 +78,110 @@ def _pymalloc() -> dict[str, int]:
     }
 
 
+_IS_MMAPPED = 0x2
+_BIG = 256 * 1024
+_SAMPLE_WORDS = 512
+
+
+def _anonymous_mappings() -> list[tuple[int, int]]:
+    """Start and end of each private read-write mapping without a file."""
+    spans = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        if len(fields) == 5 and fields[1] == "rw-p":  # no path: anonymous
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            spans.append((start, end))
+    return spans
+
+
+def _read(mem: int, address: int, size: int) -> bytes:
+    """Bytes of this process's memory. Read through /proc/self/mem, where a mapping that
+    another thread unmapped meanwhile is an error instead of a crash."""
+    try:
+        return os.pread(mem, size, address)
+    except OSError:
+        return b""
+
+
+def _word(data: bytes, offset: int) -> int:
+    return int.from_bytes(data[offset:offset + 8], "little")
+
+
+def _mmapped_chunks(mem: int) -> list[tuple[int, int]]:
+    """(user address, size) of glibc's mmapped chunks of at least 256 kB. The kernel merges
+    adjacent anonymous mappings (Python's arenas, thread stacks, other chunks), so every page
+    is tried for a chunk header: prev_size 0, the IS_MMAPPED bit, a page-multiple size that
+    fits in the mapping."""
+    found = []
+    for start, end in _anonymous_mappings():
+        data = _read(mem, start, end - start)
+        at = 0
+        while at + 16 <= len(data):
+            size_field = _word(data, at + 8)
+            size = size_field & ~0x7
+            if (_word(data, at) == 0 and size_field & _IS_MMAPPED and size >= _BIG
+                    and size % 4096 == 0 and at + size <= len(data)):
+                found.append((start + at + 16, size))
+                at += size
+            else:
+                at += 4096
+    return found
+
+
+def _main_heap_chunks(mem: int) -> list[tuple[int, int]]:
+    """(user address, size) of in-use chunks of at least 256 kB in the main arena's heap
+    (the ``[heap]`` mapping), walked chunk by chunk. Other threads may change it meanwhile:
+    the walk stops at the first header that does not make sense."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if line.endswith("[heap]"):
+            start, end = (int(x, 16) for x in line.split()[0].split("-"))
+            break
+    else:
+        return []
+    data = _read(mem, start, end - start)
+    found = []
+    at = 0
+    while at + 16 <= len(data):
+        size = _word(data, at + 8) & ~0x7
+        if size < 32 or size % 16 or at + size + 16 > len(data):
+            break
+        if size >= _BIG and _word(data, at + size + 8) & 0x1:  # the next chunk: in use
+            found.append((start + at + 16, size))
+        at += size
+    return found
+
+
+def _type_names(tracked: list) -> dict[int, str]:
+    """The address of each type object known here, to its name: static types (int, str, ...)
+    are not gc-tracked, so they are added by hand."""
+    types = {id(t): t.__name__ for t in tracked if isinstance(t, type)}
+    for t in (int, str, bytes, float, tuple, list, dict, set, frozenset, bool, type(None)):
+        types[id(t)] = t.__name__
+    return types
+
+
+def _classify(
+    mem: int, address: int, size: int, by_id: dict[int, str], type_names: dict[int, str]
+) -> dict[str, int]:
+    """What evenly spaced words of one block point at: a gc-tracked object's type, "*name"
+    for another object whose type is known (an int, a str), "ptr", "zero" or "other"."""
+    data = _read(mem, address, size - 16)
+    counts: collections.Counter[str] = collections.Counter()
+    step = max(8, (len(data) // 8 // _SAMPLE_WORDS) * 8)
+    for offset in range(0, len(data) - 7, step):
+        word = _word(data, offset)
+        if word == 0:
+            counts["zero"] += 1
+        elif word in by_id:
+            counts[by_id[word]] += 1
+        elif word % 8 == 0 and word < 1 << 48 and len(header := _read(mem, word, 16)) == 16:
+            name = type_names.get(_word(header, 8))  # an object starts: refcount, type
+            counts["*" + name if name else "ptr"] += 1
+        else:
+            counts["other"] += 1
+    return dict(counts.most_common(6))
+
+
 def main() -> None:
     target = Path(os.environ["HEAP_FILE"])
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
@@ -104,7 +214,21 @@ def main() -> None:
 
     def probe(_signum, _frame) -> None:
         info = libc.mallinfo2()
-        types = collections.Counter(type(o).__name__ for o in gc.get_objects())
+        tracked = gc.get_objects()
+        types = collections.Counter(type(o).__name__ for o in tracked)
+        by_id = {id(o): type(o).__name__ for o in tracked}
+        type_names = _type_names(tracked)
+        del tracked
+        mem = os.open("/proc/self/mem", os.O_RDONLY)
+        try:
+            big = [
+                {"address": address, "size": size,
+                 "points_at": _classify(mem, address, size, by_id, type_names)}
+                for address, size in _mmapped_chunks(mem) + _main_heap_chunks(mem)
+            ]
+        finally:
+            os.close(mem)
+        del by_id, type_names
         status = Path("/proc/self/status").read_text()
         rss = int(re.search(r"VmRSS:\s*(\d+)", status).group(1))
         line = {
@@ -118,6 +242,8 @@ def main() -> None:
             "types": types.most_common(40),
             "arenas": arenas(),
             "threads": len(os.listdir("/proc/self/task")),
+            "mmapped": [info.hblks, info.hblkhd],
+            "big": big,
         }
         with target.open("a") as out:
             out.write(json.dumps(line) + "\n")

@@ -2,7 +2,7 @@
 
     python bench/memory.py [--members 1000000] [--units 5000] [--load-updates 200000]
                            [--concurrency 100] [--db sqlite|postgresql] [--reuse]
-                           [--tracemalloc | --heap]
+                           [--warmup-updates 0] [--tracemalloc | --heap]
 
 The data is select_due.py's province (1,000,000 members in 5,000 units: 80% on the bot of
 whom 3% blocked, 45% with a submitted pledge, 5% a draft, reminder-log rows, the Bình Thuận
@@ -22,9 +22,13 @@ Measured from /proc/PID/status: VmRSS (resident now) and VmHWM (the peak residen
    conversation of bench/deadline_day.py (/topic, /pledge, four sections, back, the fourth
    again, submit, /mypledge), ``--concurrency`` at a time, each waiting for the bot's reply
    plus a think time. RSS sampled every second through the load, then 30 s after it.
+   With ``--warmup-updates N``, other members first run the same conversation for N
+   updates; the bot is then "warm" (its pools, caches and allocator high-water marks as a
+   process that has been serving a while has them), and the load is measured from there.
 
-Printed: idle RSS, peak (VmHWM and the highest sample), final, growth (final - idle) and
-the growth per 10,000 updates over the second half of the load (warm-up excluded).
+Printed: idle RSS, peak (VmHWM and the highest sample), final, growth (final - idle, and
+final - warm after a warm-up) and the growth per 10,000 updates over the second half of
+the load.
 Goal: idle <= 200 MB and no growth over the load. ``--tracemalloc`` runs the bot under
 tracemalloc (bench/traced_bot.py; several times slower) and prints what grew between a
 snapshot at idle and one after the load, by source line. ``--heap`` runs it under
@@ -199,6 +203,16 @@ def print_heap(heap_file: Path, probes: list[int], top: int) -> None:
             f"{h['malloc_free'] / 2**20:7.1f} {h['sqlite'] / 2**20:8.1f} {h['objects']:8d} "
             f"{h['threads']:4d} / {len(h['arenas'])}"
         )
+    log("  malloc's own mmaps (blocks ≥ 256 kB) as they came and went (kB: what they point at):")
+    before: dict[int, dict] = {}
+    for updates, h in rows:
+        now = {b["address"]: b for b in h.get("big", [])}
+        for address in now.keys() - before.keys():
+            b = now[address]
+            log(f"    +{b['size'] // 1024:7d} at {updates:7d} updates: {b['points_at']}")
+        for address in before.keys() - now.keys():
+            log(f"    -{before[address]['size'] // 1024:7d} at {updates:7d} updates")
+        before = now
     half, last = dict(rows[len(rows) // 2][1]["types"]), dict(rows[-1][1]["types"])
     # Only types in both top lists: one that left the top 40 in between is not a change.
     grew = sorted(((last[k] - half[k], k) for k in set(half) & set(last)), reverse=True)
@@ -226,7 +240,8 @@ async def bench(args) -> int:
     if args.db == "sqlite":  # the load files pledges: the bot works on a copy
         shutil.copyfile(members_db, workdir / "run.db")
         url = f"sqlite+aiosqlite:///{workdir / 'run.db'}"
-    ids = loadgen.drivers(p, args.load_updates // 10)
+    ids = loadgen.drivers(p, (args.warmup_updates + args.load_updates) // 10)
+    warmup_ids, ids = ids[: args.warmup_updates // 10], ids[args.warmup_updates // 10 :]
     empty = loadgen.plan(0, 52, all_joined=True)
     await asyncio.to_thread(loadgen.build, "sqlite", f"sqlite+aiosqlite:///{empty_db}", empty)
 
@@ -271,6 +286,24 @@ async def bench(args) -> int:
                 f"  idle ({time.monotonic() - began:.0f} s after start): VmRSS {mb(idle['VmRSS'])}"
                 f", VmHWM {mb(idle['VmHWM'])}"
             )
+            warm = None
+            if warmup_ids:
+                warmed, warm_wall, _ = await loadgen.run_members(
+                    emu,
+                    warmup_ids,
+                    loadgen.wizard_script(topic_replies=1),
+                    concurrency=args.concurrency,
+                    think=(args.think_min, args.think_max),
+                    timeout=args.timeout,
+                    seed=5,
+                    max_seconds=args.max_seconds,
+                )
+                await asyncio.sleep(30)
+                warm = loadgen.read_status(bot.pid)
+                log(
+                    f"  warm-up: {warmed.updates} updates in {warm_wall:.0f} s, errors "
+                    f"{sum(warmed.errors.values())}; 30 s after: VmRSS {mb(warm['VmRSS'])}"
+                )
             if args.tracemalloc:
                 first = await snapshot(bot, trace_dir, 1)
 
@@ -343,6 +376,12 @@ async def bench(args) -> int:
         f"  growth final - idle       {growth / 1024:+9.1f} MB   over {stats.updates} updates; "
         f"second half of the load {slope / 1024:+.2f} MB per 10,000 updates"
     )
+    if warm is not None:
+        log(f"  warm (after the warm-up)  {mb(warm['VmRSS']):>10}")
+        log(
+            f"  growth final - warm       {(final['VmRSS'] - warm['VmRSS']) / 1024:+9.1f} MB   "
+            f"over the {stats.updates} updates after the warm-up's {args.warmup_updates}"
+        )
     if args.tracemalloc:
         print_trace_diff(first, second, args.top)
     if args.heap:
@@ -358,6 +397,8 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=1_000_000)
     parser.add_argument("--units", type=int, default=5000)
     parser.add_argument("--load-updates", type=int, default=200_000)
+    parser.add_argument("--warmup-updates", type=int, default=0,
+                        help="updates of other members before the measured load")
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--think-min", type=float, default=0.5)
     parser.add_argument("--think-max", type=float, default=1.5)
