@@ -770,6 +770,12 @@ class _Fault:
 
 
 @dataclass
+class _Hold:
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    deliver: bool = True
+
+
+@dataclass
 class _StoredFile:
     file_id: str
     file_unique_id: str
@@ -1242,6 +1248,10 @@ class BotApiEmulator:
         self._webhook_posts: set[asyncio.Task[None]] = set()
         self._webhook_error: tuple[int, str] | None = None
         self._send_delay: tuple[float, frozenset[str] | None] | None = None
+        self._held_chats: dict[int, _Hold] = {}
+        #: The parameters of the send*/edit* requests waiting now in a chat held by
+        #: `hold_sends`.
+        self.held_sends: list[dict[str, Any]] = []
 
         self._methods: dict[str, tuple[str, Callable[..., Any]]] = {}
         for name in (
@@ -1329,6 +1339,7 @@ class BotApiEmulator:
             return
         self._closing = True
         self._notify()
+        self.release_sends()  # nothing waits on a hold past the server
         await self._stop_webhook_delivery()
         self._server.should_exit = True
         if self._server.wake is not None:
@@ -1661,6 +1672,8 @@ class BotApiEmulator:
                     methods is not None and name in methods
                 ):
                     await asyncio.sleep(delay)
+            if name.startswith(("send", "edit")) and not await self._through_hold(params):
+                raise _ApiError(502, "Bad Gateway: dropped by release_sends")
             result = handler(params, files)
             if asyncio.iscoroutine(result):
                 result = await result
@@ -2493,6 +2506,45 @@ class BotApiEmulator:
         if seconds < 0:
             raise ValueError("seconds must be >= 0")
         self._send_delay = (seconds, frozenset(methods) if methods else None) if seconds else None
+
+    def hold_sends(self, chat_id: int) -> None:
+        """Keep send*/edit* requests to ``chat_id`` waiting, unanswered and undelivered,
+        until ``release_sends``: a bot caught in the middle of its reply, which a test can
+        then kill."""
+        self._held_chats.setdefault(chat_id, _Hold())
+
+    def release_sends(self, chat_id: int | None = None, *, deliver: bool = True) -> None:
+        """Let the held requests of one chat (or of all) through; with ``deliver`` False they
+        are dropped instead, as replies of a process that died before they reached
+        Telegram."""
+        chats = list(self._held_chats) if chat_id is None else [chat_id]
+        for chat in chats:
+            hold = self._held_chats.pop(chat, None)
+            if hold is not None:
+                hold.deliver = deliver
+                hold.released.set()
+
+    async def _through_hold(self, params: dict[str, Any]) -> bool:
+        """Wait while the request's chat is held; whether it is then delivered."""
+        try:
+            hold = self._held_chats.get(int(params.get("chat_id", 0)))
+        except (TypeError, ValueError):
+            return True
+        if hold is None:
+            return True
+        self.held_sends.append(params)
+        try:
+            await hold.released.wait()
+        finally:
+            self.held_sends.remove(params)
+        return hold.deliver
+
+    def webhook_posting(self, update_id: int) -> str | None:
+        """The webhook URL a POST of this update is under way to, if one is."""
+        for entry in self._queue:
+            if entry.update_id == update_id and entry.in_flight and entry.last_target is not None:
+                return self._webhook_targets[entry.last_target]
+        return None
 
     @property
     def webhook_in_flight(self) -> int:
