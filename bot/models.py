@@ -276,6 +276,10 @@ class ProcessedUpdate(SQLModel, table=True):
     processed_at: datetime | None = Field(
         default=None, sa_type=DateTime(timezone=True), index=True
     )
+    # When its handling ended with the replies sent. A row without it had its effects
+    # committed by a process that did not get to answer (it died first): a redelivery then
+    # shows the person where they are instead of nothing.
+    answered_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class OutboxStatus(StrEnum):

@@ -145,7 +145,7 @@ async def turn(
             reader = LazyReader(svc.db)
             try:
                 with _HandlingIn(reader):
-                    yield _new_turn(svc, reader, person)
+                    yield new_turn(svc, reader, person)
             finally:
                 await reader.close()
             return
@@ -158,7 +158,7 @@ async def turn(
                     cache.put_person(key, member.id, person, generation)
             if person is not None and person.identity.blocked_at is None:
                 with _HandlingIn(session):
-                    yield _new_turn(svc, session, person)
+                    yield new_turn(svc, session, person)
                 return
         if reader_or_nothing:
             raise NotOnReader
@@ -179,7 +179,7 @@ async def turn(
                 session, CHANNEL, str(user.id), str(chat.id), svc.clock.now()
             )
         with _HandlingIn(session):
-            yield _new_turn(svc, session, person)
+            yield new_turn(svc, session, person)
 
 
 def _attach(session: AsyncSession, person: Person) -> None:
@@ -193,23 +193,27 @@ async def _person_unless_done(
 ) -> Person | None:
     """Who is writing, read in the same statement as the dedupe check of the update.
 
-    A delivery of an update already done stops here (ApplicationHandlerStop: no effect, no
-    reply). The check is only a read: the done mark goes in with the first committed write
-    (bot.services.updates).
+    A delivery of an update already done and answered stops here (ApplicationHandlerStop: no
+    effect, no reply). One whose first handling died before answering raises
+    UpdateAlreadyHandled, and the error handler answers it (handlers.resume). The check is
+    only a read: the done mark goes in with the first committed write (bot.services.updates).
     """
     if mark is None:  # not under the update processor (a direct call)
         return await known_person(session, CHANNEL, user_id)
     person, done = await person_and_done(session, CHANNEL, user_id, mark.update_id)
     if done is None:  # an account never seen: ask about the update on its own
         done = await updates.seen_in(session, CHANNEL, mark.update_id)
-    if done:
-        mark.duplicate = True
-        logger.info("update %s already handled, skipped", mark.update_id)
-        raise ApplicationHandlerStop
-    return person
+    if done is updates.Done.no:
+        return person
+    mark.duplicate = True
+    if done is updates.Done.unanswered:
+        raise updates.UpdateAlreadyHandled(mark.update_id)
+    logger.info("update %s already handled, skipped", mark.update_id)
+    raise ApplicationHandlerStop
 
 
-def _new_turn(svc: Services, source: AsyncSession | LazyReader, person: Person) -> Turn:
+def new_turn(svc: Services, source: AsyncSession | LazyReader, person: Person) -> Turn:
+    """A turn for `person` on a session opened by the caller."""
     locale = person.identity.locale or svc.settings.locale
     return Turn(source=source, person=person, locale=locale, services=svc)
 

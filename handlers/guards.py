@@ -10,6 +10,7 @@ from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from bot.services import updates
 from handlers.common import CHANNEL, done_marks, send, services
+from handlers.resume import answer_if_lost
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +51,13 @@ async def private_only(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Log the failure (the log filter strips tokens) and tell the person nothing was lost."""
     if isinstance(context.error, updates.UpdateAlreadyHandled):
-        # A concurrent delivery of the same update committed first; this one rolled back.
-        logger.info("update %s handled by another delivery, rolled back", context.error)
+        # Another delivery of the same update committed first; this one changed nothing. If
+        # that one never answered (its process died), this one does.
+        if isinstance(update, Update):
+            try:
+                await answer_if_lost(update, context)
+            except Exception:  # the answer failed too: the next message gets the screen
+                logger.warning("could not answer a redelivered update", exc_info=True)
         return
     updates.handler_failed()
     logger.error("handler failed", exc_info=context.error)

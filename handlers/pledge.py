@@ -50,6 +50,11 @@ def _render_view(t: Turn, view: pledges.WizardView) -> str:
     return t.render("pledge/step", view=view)
 
 
+def screen(t: Turn, view: pledges.WizardView):
+    """The wizard's screen for `view`: its text and its buttons."""
+    return _render_view(t, view), _step_markup(t, view)
+
+
 async def pledge(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/pledge, or the "file my pledge" button: open the wizard at the saved step."""
     await answer_query(update)

@@ -80,12 +80,42 @@ async def test_read_only_updates_are_marked_done_in_one_group_commit(db, clock):
             async with db.session() as session:  # reads only: no mark in its transaction
                 await session.exec(select(ChatIdentity))
                 await session.commit()
-        assert await updates.seen(db, marks, "telegram", 5000 + n)  # known before the flush
+        # Known before the flush:
+        assert await updates.seen(db, marks, "telegram", 5000 + n) is updates.Done.answered
     await marks.close()
     async with db.reader() as session:
         assert len((await session.exec(select(ProcessedUpdate))).all()) == 25
-    assert await updates.seen(db, updates.DoneMarks(db), "telegram", 5024)
-    assert not await updates.seen(db, marks, "telegram", 6000)
+    assert await updates.seen(db, updates.DoneMarks(db), "telegram", 5024) is updates.Done.answered
+    assert await updates.seen(db, marks, "telegram", 6000) is updates.Done.no
+
+
+@pytest.mark.parametrize("dies", [False, True])
+async def test_a_written_update_is_answered_when_its_handling_ends_not_when_it_commits(
+    db, clock, dies
+):
+    """The mark goes in with the writes; that it answered, only once the handling is over.
+    A handling that dies in between (cancelled, as a killed process's) stays unanswered."""
+    marks = updates.DoneMarks(db)
+    fresh = updates.DoneMarks(db)  # another process's view: only what the database says
+
+    async def handle() -> None:
+        with updates.scope():
+            updates.handling("telegram", 888, clock.now(), marks)
+            async with db.session() as session:
+                await load_person(session, "telegram", "3001", "3001", clock.now())
+                await session.commit()
+            assert await updates.seen(db, fresh, "telegram", 888) is updates.Done.unanswered
+            if dies:
+                raise asyncio.CancelledError
+
+    if dies:
+        with pytest.raises(asyncio.CancelledError):
+            await handle()
+    else:
+        await handle()
+    await marks.close()
+    expected = updates.Done.unanswered if dies else updates.Done.answered
+    assert await updates.seen(db, fresh, "telegram", 888) is expected
 
 
 @pytest.mark.parametrize("failed", [True, False])
@@ -96,7 +126,8 @@ async def test_a_failed_read_only_update_stays_undone(db, clock, failed):
         if failed:
             updates.handler_failed()
     await marks.close()
-    assert await updates.seen(db, marks, "telegram", 42) is not failed
+    expected = updates.Done.no if failed else updates.Done.answered
+    assert await updates.seen(db, marks, "telegram", 42) is expected
 
 
 # -- the SQLite driver: one thread hand-off per statement (bot/sqlite_driver.py) ----------

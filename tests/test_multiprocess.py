@@ -23,7 +23,7 @@ from bot.settings import Settings
 from tests import factories
 from tests.conftest import START, TOKEN
 from tests.dialog import label
-from tests.multiproc import BotFleet, file_pledge
+from tests.multiproc import REVIEW_MARK, SUBMITTED_MARK, BotFleet, file_pledge
 
 PG_URL = os.environ.get("TEST_DATABASE_URL", "")
 pytestmark = pytest.mark.skipif(
@@ -120,6 +120,55 @@ async def test_a_wizard_spread_over_three_processes_ends_with_the_same_pledge(wo
     # /pledge, four sections and the submit button: six updates, round-robin over three.
     handled = [await handled_updates(fleet, p) for p in fleet.processes]
     assert sum(handled) == 6 and all(n == 2 for n in handled), handled
+
+
+async def test_killed_between_its_commit_and_its_reply_the_next_process_answers(world, fleet):
+    """The process holding a member's answer has stored it and is sending the next step
+    when it is killed. Telegram delivers the message to another process, which does not
+    file it again (it would go in as the next section) but tells the member it was kept and
+    shows the next step, so she goes on without typing anything twice."""
+    svc, emu, union = world
+    [user] = await members_on_the_bot(svc, emu, union, 1)
+    answers = answers_for(0)
+    await user.send("/pledge")
+    await user.replies_until_idle(idle=1.0)
+    emu.hold_sends(user.id)
+    update_id = await user.send(answers[0])
+    deadline = time.monotonic() + 30
+    # The next step is on its way: the answer is committed.
+    while not any("Phần 2/4" in str(held.get("text")) for held in emu.held_sends):
+        assert time.monotonic() < deadline, fleet.logs()
+        await asyncio.sleep(0.05)
+    target = emu.webhook_posting(update_id)
+    [victim] = [p for p in fleet.processes if target and target.startswith(p.url)]
+    fleet.kill(victim)
+    emu.release_sends(user.id, deliver=False)  # the victim's reply never got out
+    seen = len(user.bot_messages)
+
+    reply = await _reply_containing(user, "đã được lưu")
+    assert "Phần 2/4" in reply.text and "Bạn không cần gửi lại" in reply.text
+    await user.replies_until_idle(idle=1.0)
+    after_kill = [m.text or "" for m in user.bot_messages[seen:]]
+    assert sum("Phần 2/4" in text for text in after_kill) == 1, after_kill
+    assert not any(text.startswith("✔️ Đã lưu.") for text in after_kill)  # not filed again
+    assert all(a.target.startswith(victim.url) for a in emu.webhook_attempts
+               if a.update_id == update_id and not a.ok)
+
+    # She goes on from the screen she was shown: the pledge is hers, section by section.
+    for n, answer in enumerate(answers[1:], start=3):
+        await user.send(answer)
+        screen = await _reply_containing(user, f"Phần {n}/4" if n <= 4 else REVIEW_MARK)
+    await user.press(label(svc, "submit"), message=screen)
+    await _reply_containing(user, SUBMITTED_MARK)
+    assert await pledge_sections(svc) == {user.member_id: answers}
+
+
+async def _reply_containing(user, text: str):
+    """The next bot message with `text` in it (a reminder may come in between)."""
+    while True:
+        reply = await user.next_reply(timeout=30)
+        if text in (reply.text or ""):
+            return reply
 
 
 async def handled_updates(fleet, process) -> int:

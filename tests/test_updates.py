@@ -23,8 +23,9 @@ from bot.models import ChatState, Pledge, ProcessedUpdate
 from bot.runtime import make_services
 from bot.services import updates
 from bot.settings import Settings
+from handlers import resume
 from tests import factories
-from tests.dialog import say
+from tests.dialog import label, say
 
 USER = 701
 ANSWER = "Tôi sẽ học tập và làm theo tấm gương đạo đức Hồ Chí Minh."
@@ -107,18 +108,80 @@ async def test_a_read_only_update_redelivered_is_answered_once(svc, bot, lan, em
     assert await lan.replies_until_idle(idle=0.3) == []
 
 
-async def test_killed_after_the_commit_the_redelivery_has_no_second_effect(
+async def test_killed_after_the_commit_the_redelivery_has_no_second_effect_but_an_answer(
     svc, bot, lan, emulator
 ):
-    """The answer is stored, then the process dies before its reply got out."""
+    """The answer is stored, then its reply does not get out (nor the apology): as if the
+    process died there. Telegram delivers the message again: it is not filed a second time
+    (it would go in as section two), and Lan learns it was kept and sees where she is."""
     await say(svc, lan, "/pledge")
     emulator.fail_chat(USER, status=500, times=2, description="Internal Server Error")
     update_id = await lan.send(ANSWER)
-    await lan.replies_until_idle(idle=0.5)
+    assert await lan.replies_until_idle(idle=0.5) == []
     assert await draft_and_step(svc) == ({"thought": ANSWER}, 1)
     emulator.redeliver(update_id)
-    assert await lan.replies_until_idle(idle=0.3) == []
+    # After the grace a delivery still at work would have had to answer in.
+    reply = await lan.next_reply(timeout=resume.FIRST_DELIVERY_GRACE_S + 5)
+    assert await lan.replies_until_idle(idle=0.5) == []
+    assert "đã được lưu" in reply.text and "Bạn không cần gửi lại" in reply.text
+    assert "Phần 2/" in reply.text  # the step after the one she answered
+    data = [b["callback_data"] for row in reply.inline_keyboard for b in row]
+    assert data and all(d.startswith("pl:") for d in data)  # the wizard's own buttons
     assert await draft_and_step(svc) == ({"thought": ANSWER}, 1)  # not filed as section two
+    # Answered now: a third delivery is dropped like any repeat.
+    emulator.redeliver(update_id)
+    assert await lan.replies_until_idle(idle=0.5) == []
+    await updates_flushed(svc)
+    async with svc.db.reader() as session:
+        [mark] = (await session.exec(
+            select(ProcessedUpdate).where(ProcessedUpdate.update_id == update_id)
+        )).all()
+    assert mark.answered_at is not None
+
+
+async def test_a_lost_answer_to_submit_points_to_the_pledge_filed_once(svc, bot, lan, emulator):
+    """The pledge is filed, but neither the confirmation nor the apology reaches Lan. The
+    press comes again: it files nothing more, and she is told where to see her pledge."""
+    await say(svc, lan, "/pledge")
+    for n in range(4):
+        await say(svc, lan, f"{ANSWER} ({n + 1})")
+    emulator.fail_chat(USER, status=500, times=None, description="Internal Server Error",
+                       methods={"sendMessage", "editMessageText"})
+    update_id = await lan.press(label(svc, "submit"))
+    await lan.wait_callback_answer()
+    await asyncio.sleep(1.0)
+    emulator.clear_faults(USER)
+    async with svc.db.reader() as session:
+        [pledge] = (await session.exec(select(Pledge))).all()
+    assert pledge.status == "submitted" and pledge.current_version == 1
+    emulator.redeliver(update_id)
+    reply = await lan.next_reply(timeout=resume.FIRST_DELIVERY_GRACE_S + 5)
+    assert "đã được lưu" in reply.text and "/mypledge" in reply.text
+    assert not reply.inline_keyboard
+    assert await lan.replies_until_idle(idle=0.5) == []
+    async with svc.db.reader() as session:
+        [pledge] = (await session.exec(select(Pledge))).all()
+    assert pledge.current_version == 1  # not filed a second time
+
+
+async def updates_flushed(svc) -> None:
+    """Wait for the answered marks' group commit."""
+    await asyncio.sleep(updates.GROUP_COMMIT_DELAY_S * 3)
+
+
+async def test_an_update_answered_elsewhere_is_dropped_here_without_a_word(
+    svc, bot, lan, emulator
+):
+    """The mark says answered (by another process, or before a restart): nothing is sent."""
+    await say(svc, lan, "/pledge")
+    update_id = await lan.send(ANSWER)
+    assert len(await lan.replies_until_idle(idle=0.3)) == 1
+    await updates_flushed(svc)
+    async with svc.db.reader() as session:
+        [mark] = (await session.exec(
+            select(ProcessedUpdate).where(ProcessedUpdate.update_id == update_id)
+        )).all()
+    assert mark.answered_at is not None  # a written update's mark records its answer too
 
 
 async def _hold_the_chat(svc):

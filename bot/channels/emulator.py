@@ -2236,6 +2236,8 @@ class BotApiEmulator:
         entities: list[dict[str, Any]],
         markup: dict[str, Any] | None,
     ) -> dict[str, Any]:
+        # Only a fault that names the edit method applies (fail_chat's default is send*).
+        self._check_send_faults(method, chat)
         old_markup = old.reply_markup if old.inline_keyboard else None
         if text == old.text and entities == old.entities and markup == old_markup:
             raise _bad(

@@ -6,13 +6,14 @@ import functools
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, exists
+from sqlalchemy import and_, bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.models import ChatIdentity, Member, ProcessedUpdate, Unit
+from bot.models import ChatIdentity, Member, Unit
 from bot.services import tallies
+from bot.services.updates import Done, answered_column
 from bot.text import clean_name, search_key
 from bot.write_batch import Prepared, Write, prepared_guard, prepared_joined_guard
 
@@ -70,15 +71,15 @@ async def known_person(session: AsyncSession, channel: str, user_id: str) -> Per
 
 async def person_and_done(
     session: AsyncSession, channel: str, user_id: str, update_id: int
-) -> tuple[Person | None, bool | None]:
-    """The person (as `_person`) and whether `update_id` is already done, in one statement;
-    done is None when the account is unknown (then nothing was read about the update)."""
+) -> tuple[Person | None, Done | None]:
+    """The person (as `_person`) and what is known of `update_id`, in one statement; None
+    for it when the account is unknown (then nothing was read about the update)."""
     params = {"channel": channel, "user_id": user_id, "update_id": update_id}
     row = (await session.exec(_PERSON_AND_DONE, params=params)).first()
     if row is None:
         return None, None
-    identity, member, unit, is_done = row
-    return _as_person(identity, member, unit), bool(is_done)
+    identity, member, unit, answered = row
+    return _as_person(identity, member, unit), Done.of(answered)
 
 
 # Built once with bound parameters: every update asks this, and building the expression
@@ -96,10 +97,7 @@ _PERSON = (
     )
 )
 _PERSON_AND_DONE = _PERSON.add_columns(
-    exists().where(
-        ProcessedUpdate.channel == bindparam("channel"),
-        ProcessedUpdate.update_id == bindparam("update_id"),
-    )
+    answered_column(bindparam("channel"), bindparam("update_id"))
 )
 
 

@@ -339,6 +339,24 @@ async def _active(
     return state, pledge
 
 
+async def wizard_now(
+    session: AsyncSession, person: Person, in_force: CampaignInForce
+) -> WizardView | None:
+    """Where the member's own wizard stands, changing nothing; None outside it."""
+    writer = _writer(person)
+    state = await chat_state.get_state(session, writer.identity_id)
+    if state is None or state.flow != writer.flow:
+        return None
+    pledge = await session.get(Pledge, state.data.get("pledge_id"))
+    if (
+        pledge is None
+        or pledge.member_id != writer.owner_id
+        or pledge.campaign_id != in_force.campaign.id
+    ):
+        return None
+    return _view(state, pledge, in_force)
+
+
 def validate_section_text(text: str) -> str:
     """Trimmed NFC text; with no letter or digit at all ("...", a zero-width space) it is empty."""
     cleaned = nfc(text).strip()

@@ -15,6 +15,11 @@ id is recorded in `ProcessedUpdate`, and the rule is "effects committed ⇔ upda
 * An update whose handling wrote nothing gets its mark after the handler finished, through
   `DoneMarks`, which group-commits them: losing one in a crash only risks answering a
   read-only request twice.
+* Every handling that ends with its replies sent also records that it answered
+  (`answered_at`, through the same group commit). A process killed between its commit and
+  its reply leaves a mark without it. Its redelivery is not handled again, but answered
+  (`handlers.resume`): the person learns their message was kept and sees where they are,
+  instead of hearing nothing and typing it again into the next step.
 
 The marks only have to outlive Telegram's retries (about 24 hours): `prune` deletes older
 ones, a batch at a time.
@@ -33,13 +38,15 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import Enum
 
 import sqlmodel
-from sqlalchemy import bindparam, delete, event, exists, select, tuple_
+from sqlalchemy import bindparam, delete, event, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import ORMExecuteState, Session
+from sqlmodel import col
 
 from bot.db import Database, WriteSession
 from bot.models import ProcessedUpdate
@@ -47,7 +54,7 @@ from bot.write_batch import Prepared, Write
 
 logger = logging.getLogger(__name__)
 
-# Read-only marks wait this long for company before one transaction writes them all (on
+# Answered marks wait this long for company before one transaction writes them all (on
 # SQLite each such transaction queues with the handlers' writes for the one write lock).
 GROUP_COMMIT_DELAY_S = 0.2
 # Written marks remembered in memory (about 1.5 MB): a redelivery comes within seconds to
@@ -58,8 +65,25 @@ RECENT_MARKS = 10_000
 PRUNE_BATCH = 10_000
 
 
+class Done(Enum):
+    """What the database knows of an update id."""
+
+    no = "no"
+    answered = "answered"  # handled and answered: a redelivery has nothing to do
+    unanswered = "unanswered"  # its effects committed, its answer never confirmed
+
+    @classmethod
+    def of(cls, answered: object) -> Done:
+        """From `answered_column`'s value: NULL without a mark, else whether it answered."""
+        if answered is None:
+            return cls.no
+        return cls.answered if answered else cls.unanswered
+
+
 class UpdateAlreadyHandled(Exception):
-    """Another delivery of this update committed its effects first; this one rolled back."""
+    """A delivery of this update committed its effects first; this one changed nothing.
+
+    The error handler answers it if that delivery never does (handlers.resume)."""
 
 
 @dataclass
@@ -92,7 +116,8 @@ def current() -> UpdateMark | None:
 
 @dataclass
 class DoneMarks:
-    """Done marks of updates that wrote nothing, group-committed in the background."""
+    """Marks of updates answered, group-committed in the background: a new row for one that
+    wrote nothing, `answered_at` on the row of one whose writes committed it."""
 
     db: Database
     _pending: dict[tuple[str, int], datetime] = field(default_factory=dict)
@@ -133,7 +158,7 @@ class DoneMarks:
             return
         self._flushing, self._pending = self._pending, {}
         rows = [
-            {"channel": channel, "update_id": update_id, "processed_at": at}
+            {"channel": channel, "update_id": update_id, "processed_at": at, "answered_at": at}
             for (channel, update_id), at in self._flushing.items()
         ]
         try:
@@ -159,35 +184,36 @@ class DoneMarks:
 
 @functools.cache
 def _insert_marks(sqlite: bool):
-    insert = sqlite_insert if sqlite else pg_insert
-    return insert(ProcessedUpdate).on_conflict_do_nothing()
-
-
-async def seen(db: Database, marks: DoneMarks, channel: str, update_id: int) -> bool:
-    """Whether this update id is already done (a read, no write transaction)."""
-    if marks.holds(channel, update_id):
-        return True
-    async with db.read_engine.connect() as conn:
-        found = await conn.scalar(
-            select(
-                exists().where(
-                    ProcessedUpdate.channel == channel, ProcessedUpdate.update_id == update_id
-                )
-            )
-        )
-        return bool(found)
-
-
-async def seen_in(session, channel: str, update_id: int) -> bool:
-    """`seen`, in a session already open."""
-    found = await session.exec(
-        sqlmodel.select(
-            exists().where(
-                ProcessedUpdate.channel == channel, ProcessedUpdate.update_id == update_id
-            )
-        )
+    insert = (sqlite_insert if sqlite else pg_insert)(ProcessedUpdate)
+    # A row there already is the mark its writes committed: it now answered too.
+    return insert.on_conflict_do_update(
+        index_elements=["channel", "update_id"],
+        set_={"answered_at": insert.excluded.answered_at},
     )
-    return bool(found.one())  # sqlmodel's select of one column: a scalar, not a row
+
+
+def answered_column(channel, update_id):
+    """A scalar subquery over one update's mark: NULL without one, else whether it answered
+    (`Done.of` reads it)."""
+    return (
+        select(col(ProcessedUpdate.answered_at).is_not(None))
+        .where(ProcessedUpdate.channel == channel, ProcessedUpdate.update_id == update_id)
+        .scalar_subquery()
+    )
+
+
+async def seen(db: Database, marks: DoneMarks, channel: str, update_id: int) -> Done:
+    """What is known of this update id (a read, no write transaction)."""
+    if marks.holds(channel, update_id):
+        return Done.answered
+    async with db.read_engine.connect() as conn:
+        return Done.of(await conn.scalar(select(answered_column(channel, update_id))))
+
+
+async def seen_in(session, channel: str, update_id: int) -> Done:
+    """`seen`, in a session already open."""
+    found = await session.exec(sqlmodel.select(answered_column(channel, update_id)))
+    return Done.of(found.one())  # sqlmodel's select of one column: a scalar, not a row
 
 
 async def prune(
@@ -263,8 +289,13 @@ def scope() -> Iterator[_Scope]:
     finally:  # a cancelled or crashed handling (an exception here) leaves the update undone
         _scope.reset(token)
     mark = holder.mark
-    if mark is not None and not (mark.committed or mark.failed or mark.duplicate):
+    if mark is not None and not (mark.failed or mark.duplicate):
         mark.marks.add(mark.channel, mark.update_id, mark.at)
+
+
+def answered(mark: UpdateMark) -> None:
+    """A duplicate's answer went out after all (`handlers.resume`): say so as for any."""
+    mark.marks.add(mark.channel, mark.update_id, mark.at)
 
 
 def handling(channel: str, update_id: int, at: datetime, marks: DoneMarks) -> UpdateMark:
