@@ -10,8 +10,10 @@ import weakref
 from pathlib import Path
 
 import pytest
+from telegram import Update
 
 from bot import heap
+from bot.app import build_application
 
 BLOCK = 4096
 BLOCKS = 16_384  # 64 MB in blocks small enough to come from the heap, not from mmap
@@ -73,3 +75,42 @@ async def test_memory_freed_inside_the_heap_is_given_back_within_an_interval():
         assert resident() < held - 48 * MB
     finally:
         libc.free(pinned)
+
+
+async def test_the_application_keeps_nothing_per_member_it_has_seen(svc, emulator):
+    """PTB would keep the chat and user id of every update (for a persistence the bot does
+    not have): with 1,000,000 members, a set of each that only grows."""
+    svc.owns_db = False
+    application = build_application(svc)
+    await application.initialize()
+    await application.start()
+    try:
+        members = [emulator.user(880_000 + n, first_name=f"ĐV{n}", started=True)
+                   for n in range(300)]
+        for n in range(300):
+            user = {"id": 880_000 + n, "is_bot": False, "first_name": f"ĐV{n}"}
+            update = Update.de_json(
+                {
+                    "update_id": 990_000 + n,
+                    "message": {
+                        "message_id": n + 1,
+                        "date": 1_712_000_000,
+                        "chat": {"id": user["id"], "type": "private", "first_name": "ĐV"},
+                        "from": user,
+                        "text": "/help",
+                        "entities": [{"type": "bot_command", "offset": 0, "length": 5}],
+                    },
+                },
+                application.bot,
+            )
+            await application.update_processor.process_update(
+                update, application.process_update(update)
+            )
+    finally:
+        await application.stop()
+        await application.shutdown()
+    assert all(member.bot_messages for member in members)  # each was answered
+    # PTB's own sets, the only handle there is on them:
+    assert not application._chat_ids_to_be_updated_in_persistence
+    assert not application._user_ids_to_be_updated_in_persistence
+    assert not application.chat_data and not application.user_data
