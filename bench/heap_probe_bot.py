@@ -81,6 +81,7 @@ def _pymalloc() -> dict[str, int]:
 _IS_MMAPPED = 0x2
 _BIG = 256 * 1024
 _SAMPLE_WORDS = 512
+_WINDOW = 1 << 20
 
 
 def _anonymous_mappings() -> list[tuple[int, int]]:
@@ -111,20 +112,24 @@ def _mmapped_chunks(mem: int) -> list[tuple[int, int]]:
     """(user address, size) of glibc's mmapped chunks of at least 256 kB. The kernel merges
     adjacent anonymous mappings (Python's arenas, thread stacks, other chunks), so every page
     is tried for a chunk header: prev_size 0, the IS_MMAPPED bit, a page-multiple size that
-    fits in the mapping."""
+    fits in the mapping. Read a megabyte at a time, so the probe itself stays small."""
     found = []
     for start, end in _anonymous_mappings():
-        data = _read(mem, start, end - start)
-        at = 0
-        while at + 16 <= len(data):
-            size_field = _word(data, at + 8)
-            size = size_field & ~0x7
-            if (_word(data, at) == 0 and size_field & _IS_MMAPPED and size >= _BIG
-                    and size % 4096 == 0 and at + size <= len(data)):
-                found.append((start + at + 16, size))
-                at += size
-            else:
-                at += 4096
+        at = start
+        while at + 16 <= end:
+            window = _read(mem, at, min(_WINDOW, end - at))
+            if not window:
+                break
+            offset = 0
+            while offset + 16 <= len(window):
+                size_field = _word(window, offset + 8)
+                size = size_field & ~0x7
+                if (_word(window, offset) == 0 and size_field & _IS_MMAPPED and size >= _BIG
+                        and size % 4096 == 0 and at + offset + size <= end):
+                    found.append((at + offset + 16, size))
+                    break
+                offset += 4096
+            at += offset + size if offset + 16 <= len(window) else len(window)
     return found
 
 
