@@ -70,9 +70,9 @@ class BotApplication(Application):
 
     PTB 22 adds the chat id and the user id of every update it processes to two sets, and
     only a persistence's periodic write empties them. Without one, they keep every member
-    ever seen: about 130 bytes each (in bench/memory.py, the slow climb of malloc's memory
-    and the 4 MB step when both set tables grew at ~20,000 members). The bot's state is in
-    its database, so nothing is marked.
+    ever seen: 130-270 bytes each (in bench/memory.py, the slow climb of malloc's memory and
+    the 4 MB step when both set tables grew at ~20,000 members). The bot's state is in its
+    database, so nothing is marked.
     """
 
     def _mark_for_persistence_update(self, *, update: object | None = None, job=None) -> None:
