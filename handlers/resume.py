@@ -8,7 +8,6 @@ was kept, and here is where they are (the wizard's screen, or the way to their p
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 
@@ -32,12 +31,6 @@ from handlers.topic import campaign_in_force
 
 logger = logging.getLogger(__name__)
 
-# A delivery that finds the update done may have raced one still at work (two processes
-# given it at once, or a retry while the first was slow): that one answers within moments,
-# and its answered mark follows 0.2 s later. Only past this wait is the first taken for dead.
-FIRST_DELIVERY_GRACE_S = 5.0
-_POLL_S = 0.25
-
 
 async def answer_if_lost(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """For a duplicate delivery: answer it when the first one never does."""
@@ -45,16 +38,9 @@ async def answer_if_lost(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     if mark is None or update.effective_user is None or update.effective_chat is None:
         return
     svc = services(context)
-    loop = asyncio.get_running_loop()
-    give_up_at = loop.time() + FIRST_DELIVERY_GRACE_S
-    while True:
-        done = await updates.seen(svc.db, done_marks(svc), mark.channel, mark.update_id)
-        if done is updates.Done.answered:
-            logger.info("update %s handled by another delivery, skipped", mark.update_id)
-            return
-        if loop.time() >= give_up_at:
-            break
-        await asyncio.sleep(_POLL_S)
+    if await updates.answered_within_grace(svc.db, done_marks(svc), mark):
+        logger.info("update %s handled by another delivery, skipped", mark.update_id)
+        return
     logger.info("update %s was stored but never answered: answering it now", mark.update_id)
     # The first delivery may have answered the press already, or it is too old by now.
     with contextlib.suppress(TelegramError):

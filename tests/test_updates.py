@@ -23,7 +23,6 @@ from bot.models import ChatState, Pledge, ProcessedUpdate
 from bot.runtime import make_services
 from bot.services import updates
 from bot.settings import Settings
-from handlers import resume
 from tests import factories
 from tests.dialog import label, say
 
@@ -121,7 +120,7 @@ async def test_killed_after_the_commit_the_redelivery_has_no_second_effect_but_a
     assert await draft_and_step(svc) == ({"thought": ANSWER}, 1)
     emulator.redeliver(update_id)
     # After the grace a delivery still at work would have had to answer in.
-    reply = await lan.next_reply(timeout=resume.FIRST_DELIVERY_GRACE_S + 5)
+    reply = await lan.next_reply(timeout=updates.FIRST_DELIVERY_GRACE_S + 5)
     assert await lan.replies_until_idle(idle=0.5) == []
     assert "đã được lưu" in reply.text and "Bạn không cần gửi lại" in reply.text
     assert "Phần 2/" in reply.text  # the step after the one she answered
@@ -155,7 +154,7 @@ async def test_a_lost_answer_to_submit_points_to_the_pledge_filed_once(svc, bot,
         [pledge] = (await session.exec(select(Pledge))).all()
     assert pledge.status == "submitted" and pledge.current_version == 1
     emulator.redeliver(update_id)
-    reply = await lan.next_reply(timeout=resume.FIRST_DELIVERY_GRACE_S + 5)
+    reply = await lan.next_reply(timeout=updates.FIRST_DELIVERY_GRACE_S + 5)
     assert "đã được lưu" in reply.text and "/mypledge" in reply.text
     assert not reply.inline_keyboard
     assert await lan.replies_until_idle(idle=0.5) == []

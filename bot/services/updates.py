@@ -293,6 +293,25 @@ def scope() -> Iterator[_Scope]:
         mark.marks.add(mark.channel, mark.update_id, mark.at)
 
 
+# A delivery that finds the update done may have raced one still at work (two processes
+# given it at once, or a retry while the first was slow): that one answers within moments,
+# and its answered mark follows 0.2 s later. Only past this wait is the first taken for dead.
+FIRST_DELIVERY_GRACE_S = 5.0
+_GRACE_POLL_S = 0.25
+
+
+async def answered_within_grace(db: Database, marks: DoneMarks, mark: UpdateMark) -> bool:
+    """Whether a delivery of `mark`'s update answers it within FIRST_DELIVERY_GRACE_S; False
+    means the delivery that stored its effects died before it answered."""
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + FIRST_DELIVERY_GRACE_S
+    while await seen(db, marks, mark.channel, mark.update_id) is not Done.answered:
+        if loop.time() >= give_up_at:
+            return False
+        await asyncio.sleep(_GRACE_POLL_S)
+    return True
+
+
 def answered(mark: UpdateMark) -> None:
     """A duplicate's answer went out after all (`handlers.resume`): say so as for any."""
     mark.marks.add(mark.channel, mark.update_id, mark.at)
