@@ -328,11 +328,7 @@ async def _active(
     if version is not None and version != state.version:
         raise Refusal("common/stale_button")
     pledge = await session.get(Pledge, state.data.get("pledge_id"))
-    if (
-        pledge is None
-        or pledge.member_id != writer.owner_id
-        or (pledge.campaign_id != in_force.campaign.id)
-    ):
+    if not _wizard_pledge(pledge, writer, in_force):
         await chat_state.clear_state(session, state)
         await session.commit()
         raise Refusal("common/stale_button")
@@ -348,13 +344,18 @@ async def wizard_now(
     if state is None or state.flow != writer.flow:
         return None
     pledge = await session.get(Pledge, state.data.get("pledge_id"))
-    if (
-        pledge is None
-        or pledge.member_id != writer.owner_id
-        or pledge.campaign_id != in_force.campaign.id
-    ):
+    if not _wizard_pledge(pledge, writer, in_force):
         return None
     return _view(state, pledge, in_force)
+
+
+def _wizard_pledge(pledge: Pledge | None, writer: Writer, in_force: CampaignInForce) -> bool:
+    """Whether the pledge a chat's wizard names is the writer's, for the campaign in force."""
+    return (
+        pledge is not None
+        and pledge.member_id == writer.owner_id
+        and pledge.campaign_id == in_force.campaign.id
+    )
 
 
 def validate_section_text(text: str) -> str:
