@@ -161,16 +161,8 @@ async def one_process(args, emu, url: str, workdir: Path, ids: list[int]) -> dic
         log(f"  bot process {bot.pid} polling after {started:.1f} s; settling 3 s")
         await asyncio.sleep(3)
         cpu0, t0 = loadgen.cpu_seconds(bot.pid), time.monotonic()
-        stats, wall, complete = await loadgen.run_members(
-            emu,
-            ids,
-            loadgen.wizard_script(topic_replies=1),
-            concurrency=args.concurrency,
-            think=(args.think_min, args.think_max),
-            timeout=args.timeout,
-            seed=1,
-            max_seconds=args.max_seconds,
-            progress=progress,
+        stats, wall, complete = await loadgen.run_wizard(
+            emu, ids, args, seed=1, progress=progress
         )
         cpu = loadgen.cpu_seconds(bot.pid) - cpu0
         log(
@@ -244,16 +236,8 @@ async def multi_process(args, emu, url: str, workdir: Path, ids: list[int]) -> d
         log(f"  {len(bots)} webhook processes healthy on ports {ports}; settling 3 s")
         await asyncio.sleep(3)
         cpu0 = [loadgen.cpu_seconds(b.pid) for b in bots]
-        stats, wall, complete = await loadgen.run_members(
-            emu,
-            ids,
-            loadgen.wizard_script(topic_replies=1),
-            concurrency=args.concurrency,
-            think=(args.think_min, args.think_max),
-            timeout=args.timeout,
-            seed=1,
-            max_seconds=args.max_seconds,
-            progress=progress,
+        stats, wall, complete = await loadgen.run_wizard(
+            emu, ids, args, seed=1, progress=progress
         )
         cpu = [loadgen.cpu_seconds(b.pid) - c for b, c in zip(bots, cpu0, strict=True)]
         log(f"  bot processes CPU s: {[round(c) for c in cpu]} over {wall:.0f} s")

@@ -420,6 +420,22 @@ class Member:
         stats.finished += 1
 
 
+def run_wizard(emu: LoadEmulator, user_ids: list[int], args, *, seed: int, progress=None):
+    """``run_members`` with the deadline-day conversation, paced by a benchmark's
+    ``--concurrency``, ``--think-min/--think-max``, ``--timeout`` and ``--max-seconds``."""
+    return run_members(
+        emu,
+        user_ids,
+        wizard_script(topic_replies=1),
+        concurrency=args.concurrency,
+        think=(args.think_min, args.think_max),
+        timeout=args.timeout,
+        seed=seed,
+        max_seconds=args.max_seconds,
+        progress=progress,
+    )
+
+
 async def run_members(
     emu: LoadEmulator,
     user_ids: list[int],

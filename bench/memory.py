@@ -286,23 +286,9 @@ async def bench(args) -> int:
                 f"  idle ({time.monotonic() - began:.0f} s after start): VmRSS {mb(idle['VmRSS'])}"
                 f", VmHWM {mb(idle['VmHWM'])}"
             )
-            def wizard_load(members: list[int], seed: int, progress=None):
-                """The members run the deadline-day conversation, as configured."""
-                return loadgen.run_members(
-                    emu,
-                    members,
-                    loadgen.wizard_script(topic_replies=1),
-                    concurrency=args.concurrency,
-                    think=(args.think_min, args.think_max),
-                    timeout=args.timeout,
-                    seed=seed,
-                    max_seconds=args.max_seconds,
-                    progress=progress,
-                )
-
             warm = None
             if warmup_ids:
-                warmed, warm_wall, _ = await wizard_load(warmup_ids, seed=5)
+                warmed, warm_wall, _ = await loadgen.run_wizard(emu, warmup_ids, args, seed=5)
                 await asyncio.sleep(30)
                 warm = loadgen.read_status(bot.pid)
                 log(
@@ -326,7 +312,9 @@ async def bench(args) -> int:
                     f"{sum(stats.errors.values())}, VmRSS {mb(sampler.samples[-1][2])}"
                 )
 
-            stats, wall, complete = await wizard_load(ids, seed=3, progress=progress)
+            stats, wall, complete = await loadgen.run_wizard(
+                emu, ids, args, seed=3, progress=progress
+            )
             sampler.updates = lambda: stats.updates
             after_load = sampler.take()
             await asyncio.sleep(30)
