@@ -51,14 +51,16 @@ def _setup_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
         conn.connection.dbapi_connection.begin_with_next_statement(begin)
 
 
-# The read engine keeps every connection it opens, up to the 15 that SQLAlchemy's default
-# pool (5 kept, 10 overflow) allows at once: the same ceiling, so nothing waits for a
-# reader longer than before (a smaller fixed pool might). Overflow connections are
-# closed when given back, so under load the default opened and closed them all the time,
-# each with a thread, a SQLite connection, its schema and a cold page cache. Malloc kept
-# what those freed (bench/memory.py --heap, 30,000 updates: 8.1 MB held free with the
-# churn, 3.1 MB with the connections kept).
-READ_POOL = {"pool_size": 15, "max_overflow": 0}
+# The read engine keeps a fixed pool of 4 connections, opened once and never closed:
+# SQLAlchemy's default (5 kept, 10 overflow closed when given back) opened and closed
+# them all the time under load, each with a thread, a SQLite connection, its schema and a
+# cold page cache, and malloc kept what those freed. Four, not 15: each connection is a
+# thread with its own glibc malloc arena, whose free lists grew under load, and the hot
+# reads go grouped, many turns to one connection (bot.read_batch), so more readers do not
+# answer faster. bench/memory.py --heap, 30,000 updates: 140.1 MB at the end with 4
+# (7 threads, 6 malloc arenas) against 145.6 MB with 15 (18 threads, 16 arenas); a
+# deadline-day run gave the same updates/s within the machine's noise (bench/README).
+READ_POOL = {"pool_size": 4, "max_overflow": 0}
 
 
 def make_engine(url: str, *, immediate: bool = True, echo: bool = False) -> AsyncEngine:

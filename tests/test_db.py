@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlmodel import select
 
-from bot.db import asyncpg_connect_args
+from bot.db import READ_POOL, asyncpg_connect_args
 from bot.leader import PostgresLock
 from bot.models import ChatIdentity, ProcessedUpdate
 from bot.services import updates
@@ -48,6 +49,27 @@ async def test_concurrent_writers_never_see_database_is_locked(db, clock):
         assert len((await session.exec(select(ChatIdentity))).all()) == 40
         assert len((await session.exec(select(ProcessedUpdate))).all()) == 40
         assert (await session.exec(text("SELECT 1"))).scalar() == 1
+
+
+async def test_many_readers_at_once_all_answer_on_the_few_kept_connections(db, clock):
+    """Forty read-only turns at once each get their row; SQLite's readers stay a few threads.
+
+    Each reader connection is a thread with its own malloc arena (bench/memory.py), so the
+    read engine keeps a small fixed pool and the turns beyond it wait their turn.
+    """
+    if not db.sqlite:
+        return
+    threads_before = threading.active_count()
+
+    async def read(number: int) -> int:
+        async with db.reader() as session:
+            await asyncio.sleep(0.01)  # hold the connection, so that the turns overlap
+            connection = await session.connection()
+            return (await connection.execute(text("SELECT :n"), {"n": number})).scalar_one()
+
+    assert await asyncio.gather(*(read(n) for n in range(40))) == list(range(40))
+    assert db.read_engine.pool.checkedin() == READ_POOL["pool_size"]
+    assert threading.active_count() - threads_before <= READ_POOL["pool_size"]
 
 
 async def test_the_same_update_committed_twice_concurrently_wins_once(db, clock):
