@@ -60,16 +60,18 @@ async def test_many_readers_at_once_all_answer_on_the_few_kept_connections(db, c
     if not db.sqlite:
         return
     threads_before = threading.active_count()
+    threads_seen: list[int] = []
 
     async def read(number: int) -> int:
         async with db.reader() as session:
-            await asyncio.sleep(0.01)  # hold the connection, so that the turns overlap
             connection = await session.connection()
+            threads_seen.append(threading.active_count())
+            await asyncio.sleep(0.01)  # hold the connection, so that the turns overlap
             return (await connection.execute(text("SELECT :n"), {"n": number})).scalar_one()
 
     assert await asyncio.gather(*(read(n) for n in range(40))) == list(range(40))
-    assert db.read_engine.pool.checkedin() == READ_POOL["pool_size"]
-    assert threading.active_count() - threads_before <= READ_POOL["pool_size"]
+    assert max(threads_seen) - threads_before <= READ_POOL["pool_size"]
+    assert db.read_engine.pool.checkedin() == READ_POOL["pool_size"]  # kept, not closed
 
 
 async def test_the_same_update_committed_twice_concurrently_wins_once(db, clock):
