@@ -58,8 +58,8 @@ def _setup_sqlite(engine: AsyncEngine, *, immediate: bool) -> None:
 # thread with its own glibc malloc arena, whose free lists grew under load, and the hot
 # reads go grouped, many turns to one connection (bot.read_batch), so more readers do not
 # answer faster. bench/memory.py --heap, 30,000 updates: 140.1 MB at the end with 4
-# (7 threads, 6 malloc arenas) against 145.6 MB with 15 (18 threads, 16 arenas); a
-# deadline-day run gave the same updates/s within the machine's noise (bench/README).
+# (7 threads, 6 malloc arenas) against 145.6 MB with 15 (18 threads, 16 arenas); a short
+# deadline-day A/B gave the same updates/s within the machine's noise (bench/README).
 READ_POOL = {"pool_size": 4, "max_overflow": 0}
 
 

@@ -51,14 +51,14 @@ async def test_concurrent_writers_never_see_database_is_locked(db, clock):
         assert (await session.exec(text("SELECT 1"))).scalar() == 1
 
 
-async def test_many_readers_at_once_all_answer_on_the_few_kept_connections(db, clock):
+async def test_many_readers_at_once_all_answer_on_the_few_kept_connections(db):
     """Forty read-only turns at once each get their row; SQLite's readers stay a few threads.
 
     Each reader connection is a thread with its own malloc arena (bench/memory.py), so the
     read engine keeps a small fixed pool and the turns beyond it wait their turn.
     """
     if not db.sqlite:
-        return
+        pytest.skip("PostgreSQL has no separate read engine")
     threads_before = threading.active_count()
     threads_seen: list[int] = []
 
